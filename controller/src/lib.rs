@@ -1,0 +1,7 @@
+//! berth: a Kubernetes-style control plane for plain Docker hosts.
+//!
+//! One binary holds the API server ([`apiserver`]) over an embedded object store ([`store`]), the
+//! reconcile loops ([`controllers`]) that converge Docker hosts through [`docker`], and the
+//! kubectl-style command line ([`cli`]). See ARCHITECTURE.md for the code map and invariants.
+
+pub mod cli;
