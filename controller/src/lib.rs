@@ -4,4 +4,8 @@
 //! reconcile loops ([`controllers`]) that converge Docker hosts through [`docker`], and the
 //! kubectl-style command line ([`cli`]). See ARCHITECTURE.md for the code map and invariants.
 
+pub mod apiserver;
 pub mod cli;
+pub mod controllers;
+pub mod metrics;
+pub mod store;

@@ -126,7 +126,8 @@ pub enum RolloutStrategy {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NetworkSpec {
-    /// Name within the Stack; the Docker network is `<namespace>_<stack>_<name>`.
+    /// Name within the Stack; the Docker network is `<prefix>_<name>`, where the prefix is the
+    /// Stack's name, preceded by `<namespace>.` outside the `default` namespace.
     pub name: String,
     /// No outside connectivity.
     #[serde(default, skip_serializing_if = "is_default")]
@@ -137,7 +138,7 @@ pub struct NetworkSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct VolumeSpec {
-    /// Name within the Stack; the Docker volume is `<namespace>_<stack>_<name>`.
+    /// Name within the Stack; the Docker volume is `<prefix>_<name>` (prefix as for networks).
     pub name: String,
     /// Keep the volume when the Stack is deleted (default true).
     #[serde(default = "default_true", skip_serializing_if = "is_true")]
@@ -238,7 +239,8 @@ pub struct LoggingSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceSpec {
-    /// Service name, a DNS label; containers are named `<stack>-<service>-<replica>`.
+    /// Service name, a DNS label; containers are named `<prefix>-<service>-<replica>` (prefix as for
+    /// networks), replicas counting from 0.
     pub name: String,
     /// Image reference.
     pub image: String,
@@ -266,7 +268,8 @@ pub struct ServiceSpec {
     /// Volume, host-path and tmpfs mounts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mounts: Vec<MountSpec>,
-    /// Networks of the Stack the service joins. Omitted: the first network of the Stack, if any.
+    /// Networks of the Stack the service joins. Omitted: the Stack's implicit `default` network,
+    /// which berth creates when some service joins no declared network (as docker compose does).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub networks: Vec<ServiceNetwork>,
     /// Container health check.

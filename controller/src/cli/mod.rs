@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod crd;
+mod serve;
 
 /// berth: a Kubernetes-style control plane for plain Docker hosts.
 #[derive(Parser, Debug)]
@@ -18,6 +19,8 @@ pub struct Cli {
 enum Command {
     /// Print (or write) the CustomResourceDefinitions of berth's kinds.
     Crd(crd::CrdArgs),
+    /// Run the API server, the controllers and the Docker drivers in one process.
+    Serve(serve::ServeArgs),
 }
 
 /// Runs the CLI and maps the outcome onto berth's exit codes: 0 success, 1 failure, 2 usage.
@@ -32,6 +35,7 @@ pub fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Crd(args) => crd::run(args),
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,573 @@
+//! Admission: every create and update passes the kind's structural schema (types, enums,
+//! required fields, formats; unknown fields pruned per `fieldValidation`), metadata rules, the
+//! kind's semantic validation from `berth-crds`, and the operator's policy (SKUs, registry
+//! allowlist, quotas, host paths). Nothing invalid is ever stored.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use base64::Engine;
+use serde_json::{Map, Value};
+
+use super::errors::{ApiError, Cause};
+use super::registry::ResourceInfo;
+use crate::store::Store;
+
+/// What a schema walk found.
+#[derive(Debug, Default)]
+pub struct SchemaOutcome {
+    /// Values that violate the schema.
+    pub errors: Vec<Cause>,
+    /// Paths of fields the schema does not know (already removed from the value).
+    pub unknown_fields: Vec<String>,
+}
+
+fn cause(reason: &str, field: &str, message: impl Into<String>) -> Cause {
+    Cause { reason: reason.to_string(), field: field.to_string(), message: message.into() }
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() { key.to_string() } else { format!("{path}.{key}") }
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// A short rendering of a value for messages (never used for Secret data).
+fn show(v: &Value) -> String {
+    let s = v.to_string();
+    if s.len() > 60 { format!("{}…", &s[..57.min(s.len())]) } else { s }
+}
+
+/// Validates `value` against a structural schema, removing unknown fields and nulls of
+/// non-nullable fields (as Kubernetes prunes them). `path` is the field path of `value`.
+pub fn validate_and_prune(schema: &Value, value: &mut Value, path: &str, out: &mut SchemaOutcome) {
+    let preserve = schema.get("x-kubernetes-preserve-unknown-fields").and_then(Value::as_bool).unwrap_or(false);
+    let int_or_string = schema.get("x-kubernetes-int-or-string").and_then(Value::as_bool).unwrap_or(false);
+    if int_or_string {
+        if !(value.is_string() || value.is_i64() || value.is_u64()) {
+            out.errors.push(cause(
+                "FieldValueTypeInvalid",
+                path,
+                format!("Invalid value: {}: must be an integer or a string", show(value)),
+            ));
+        }
+        return;
+    }
+    let Some(expected) = schema.get("type").and_then(Value::as_str) else {
+        // No type: only possible with preserve-unknown-fields; accept as is.
+        return;
+    };
+    let type_ok = match (expected, &*value) {
+        ("object", Value::Object(_)) | ("array", Value::Array(_)) | ("string", Value::String(_)) => true,
+        ("boolean", Value::Bool(_)) => true,
+        ("integer", Value::Number(n)) => n.is_i64() || n.is_u64(),
+        ("number", Value::Number(_)) => true,
+        _ => false,
+    };
+    if !type_ok {
+        out.errors.push(cause(
+            "FieldValueTypeInvalid",
+            path,
+            format!("Invalid value: {}: {path} must be of type {expected}, not {}", show(value), type_name(value)),
+        ));
+        return;
+    }
+    if let Some(options) = schema.get("enum").and_then(Value::as_array)
+        && !options.contains(value)
+    {
+        let supported: Vec<String> = options.iter().map(|o| o.to_string()).collect();
+        out.errors.push(cause(
+            "FieldValueNotSupported",
+            path,
+            format!("Unsupported value: {}: supported values: {}", show(value), supported.join(", ")),
+        ));
+    }
+    match value {
+        Value::Object(map) => validate_object(schema, map, path, preserve, out),
+        Value::Array(items) => {
+            if let Some(item_schema) = schema.get("items") {
+                for (i, item) in items.iter_mut().enumerate() {
+                    let p = format!("{path}[{i}]");
+                    if item.is_null() && !nullable(item_schema) {
+                        out.errors.push(cause("FieldValueRequired", &p, "Required value: list items must not be null"));
+                        continue;
+                    }
+                    validate_and_prune(item_schema, item, &p, out);
+                }
+            }
+        }
+        Value::String(s) => check_string_format(schema, s, path, out),
+        Value::Number(n) => check_number(schema, n, path, out),
+        _ => {}
+    }
+}
+
+fn nullable(schema: &Value) -> bool {
+    schema.get("nullable").and_then(Value::as_bool).unwrap_or(false)
+}
+
+fn validate_object(schema: &Value, map: &mut Map<String, Value>, path: &str, preserve: bool, out: &mut SchemaOutcome) {
+    let properties = schema.get("properties").and_then(Value::as_object);
+    let additional = schema.get("additionalProperties");
+    let keys: Vec<String> = map.keys().cloned().collect();
+    for key in keys {
+        let child_path = match (properties.is_some(), additional) {
+            (false, Some(_)) => format!("{path}[{key}]"),
+            _ => join(path, &key),
+        };
+        let child_schema = properties.and_then(|p| p.get(&key)).or(match additional {
+            Some(Value::Object(_)) => additional,
+            _ => None,
+        });
+        match child_schema {
+            Some(cs) => {
+                let is_null = map.get(&key).is_some_and(Value::is_null);
+                if is_null {
+                    if !nullable(cs) {
+                        map.remove(&key);
+                    }
+                    continue;
+                }
+                if let Some(v) = map.get_mut(&key) {
+                    validate_and_prune(cs, v, &child_path, out);
+                }
+            }
+            None => {
+                let allowed = preserve || matches!(additional, Some(Value::Bool(true)));
+                if !allowed {
+                    map.remove(&key);
+                    out.unknown_fields.push(child_path);
+                }
+            }
+        }
+    }
+    if let Some(required) = schema.get("required").and_then(Value::as_array) {
+        for r in required.iter().filter_map(Value::as_str) {
+            if !map.contains_key(r) {
+                out.errors.push(cause("FieldValueRequired", &join(path, r), "Required value"));
+            }
+        }
+    }
+}
+
+fn check_string_format(schema: &Value, s: &str, path: &str, out: &mut SchemaOutcome) {
+    match schema.get("format").and_then(Value::as_str) {
+        Some("date-time") if s.parse::<jiff::Timestamp>().is_err() => out.errors.push(cause(
+            "FieldValueInvalid",
+            path,
+            format!("Invalid value: {s:?}: {path} must be an RFC 3339 date-time, e.g. 2026-11-23T10:00:00Z"),
+        )),
+        Some("byte") if base64::engine::general_purpose::STANDARD.decode(s).is_err() => out.errors.push(cause(
+            "FieldValueInvalid",
+            path,
+            // Never echo the value: this format is used for Secret data.
+            format!("Invalid value: {path} must be base64-encoded"),
+        )),
+        _ => {}
+    }
+    if let Some(max) = schema.get("maxLength").and_then(Value::as_u64)
+        && s.chars().count() as u64 > max
+    {
+        out.errors.push(cause("FieldValueTooLong", path, format!("Too long: may not be longer than {max}")));
+    }
+}
+
+fn check_number(schema: &Value, n: &serde_json::Number, path: &str, out: &mut SchemaOutcome) {
+    let Some(v) = n.as_f64() else { return };
+    if let Some(min) = schema.get("minimum").and_then(Value::as_f64)
+        && v < min
+    {
+        out.errors.push(cause(
+            "FieldValueInvalid",
+            path,
+            format!("Invalid value: {n}: must be greater than or equal to {min}"),
+        ));
+    }
+    if let Some(max) = schema.get("maximum").and_then(Value::as_f64)
+        && v > max
+    {
+        out.errors.push(cause(
+            "FieldValueInvalid",
+            path,
+            format!("Invalid value: {n}: must be less than or equal to {max}"),
+        ));
+    }
+    if schema.get("format").and_then(Value::as_str) == Some("int32") && (v < i32::MIN as f64 || v > i32::MAX as f64) {
+        out.errors.push(cause("FieldValueInvalid", path, format!("Invalid value: {n}: must fit in a 32-bit integer")));
+    }
+}
+
+/// Why `key` is not a valid Kubernetes label key, if it isn't.
+fn label_key_problem(key: &str) -> Option<String> {
+    let (prefix, name) = match key.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    if let Some(p) = prefix
+        && let Some(problem) = berth_crds::validation::dns_subdomain_problem(p)
+    {
+        return Some(format!("prefix part {problem}"));
+    }
+    label_value_problem(name, false).map(|p| format!("name part {p}"))
+}
+
+/// Why `v` is not a valid label value (or name part), if it isn't.
+fn label_value_problem(v: &str, allow_empty: bool) -> Option<String> {
+    if v.is_empty() {
+        return if allow_empty { None } else { Some("must not be empty".into()) };
+    }
+    if v.len() > 63 {
+        return Some("must be no more than 63 characters".into());
+    }
+    let ends_ok = v.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && v.chars().last().is_some_and(|c| c.is_ascii_alphanumeric());
+    let chars_ok = v.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !(ends_ok && chars_ok) {
+        return Some(
+            "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric \
+             character"
+                .into(),
+        );
+    }
+    None
+}
+
+/// Checks the parts of `metadata` every kind shares: name, labels, annotations, finalizers.
+pub fn validate_metadata(meta: &Value, causes: &mut Vec<Cause>) {
+    if let Some(name) = meta.get("name").and_then(Value::as_str)
+        && let Some(p) = berth_crds::validation::dns_subdomain_problem(name)
+    {
+        causes.push(cause("FieldValueInvalid", "metadata.name", format!("Invalid value: {name:?}: {p}")));
+    }
+    match meta.get("labels") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(labels)) => {
+            for (k, v) in labels {
+                if let Some(p) = label_key_problem(k) {
+                    causes.push(cause("FieldValueInvalid", "metadata.labels", format!("Invalid value: {k:?}: {p}")));
+                }
+                match v.as_str() {
+                    Some(s) => {
+                        if let Some(p) = label_value_problem(s, true) {
+                            causes.push(cause(
+                                "FieldValueInvalid",
+                                &format!("metadata.labels[{k}]"),
+                                format!("Invalid value: {s:?}: {p}"),
+                            ));
+                        }
+                    }
+                    None => causes.push(cause(
+                        "FieldValueTypeInvalid",
+                        &format!("metadata.labels[{k}]"),
+                        "label values must be strings",
+                    )),
+                }
+            }
+        }
+        Some(_) => causes.push(cause("FieldValueTypeInvalid", "metadata.labels", "labels must be a map of strings")),
+    }
+    match meta.get("annotations") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(a)) => {
+            let size: usize = a.iter().map(|(k, v)| k.len() + v.as_str().map_or(0, str::len)).sum();
+            if size > 256 * 1024 {
+                causes.push(cause(
+                    "FieldValueTooLong",
+                    "metadata.annotations",
+                    "Too long: must have at most 262144 bytes",
+                ));
+            }
+            for (k, v) in a {
+                if let Some(p) = label_key_problem(k) {
+                    causes.push(cause(
+                        "FieldValueInvalid",
+                        "metadata.annotations",
+                        format!("Invalid value: {k:?}: {p}"),
+                    ));
+                }
+                if !v.is_string() {
+                    causes.push(cause(
+                        "FieldValueTypeInvalid",
+                        &format!("metadata.annotations[{k}]"),
+                        "annotation values must be strings",
+                    ));
+                }
+            }
+        }
+        Some(_) => {
+            causes.push(cause("FieldValueTypeInvalid", "metadata.annotations", "annotations must be a map of strings"))
+        }
+    }
+    match meta.get("finalizers") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(f)) => {
+            for (i, item) in f.iter().enumerate() {
+                let ok = item.as_str().is_some_and(|s| label_key_problem(s).is_none());
+                if !ok {
+                    causes.push(cause(
+                        "FieldValueInvalid",
+                        &format!("metadata.finalizers[{i}]"),
+                        format!(
+                            "Invalid value: {}: a finalizer must be a qualified name like example.com/cleanup",
+                            show(item)
+                        ),
+                    ));
+                }
+            }
+        }
+        Some(_) => {
+            causes.push(cause("FieldValueTypeInvalid", "metadata.finalizers", "finalizers must be a list of strings"))
+        }
+    }
+}
+
+/// The kind of write being admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// A new object.
+    Create,
+    /// A change to an existing object's spec or metadata.
+    Update,
+}
+
+/// A write presented to operator policy.
+pub struct AdmissionRequest<'a> {
+    /// The resource.
+    pub resource: &'a ResourceInfo,
+    /// Create or update.
+    pub operation: Operation,
+    /// The object as it would be stored.
+    pub object: &'a Value,
+    /// The stored object, for updates.
+    pub old: Option<&'a Value>,
+    /// The store, for policies that count (quotas).
+    pub store: &'a dyn Store,
+}
+
+/// Operator policy consulted on every create and update after validation (the Lease SKU,
+/// registry allowlist and quota checks; the Stack host-path allowlist).
+#[async_trait]
+pub trait AdmissionPolicy: Send + Sync {
+    /// `Ok` to admit; `Invalid` (422) or `Forbidden` (403) errors to refuse.
+    async fn admit(&self, request: &AdmissionRequest<'_>) -> Result<(), ApiError>;
+}
+
+/// A policy that admits everything (no operator configuration).
+#[derive(Debug, Default)]
+pub struct AdmitAll;
+
+#[async_trait]
+impl AdmissionPolicy for AdmitAll {
+    async fn admit(&self, _request: &AdmissionRequest<'_>) -> Result<(), ApiError> {
+        Ok(())
+    }
+}
+
+/// Validates a whole object of `resource`: schema of everything but `metadata` (pruning unknown
+/// fields), metadata rules, then semantic rules. Returns the unknown fields found; errors are
+/// returned as a 422 (or 400 for unknown fields under Strict validation).
+pub fn validate_object_value(
+    resource: &ResourceInfo,
+    object: &mut Value,
+    validation: super::query::FieldValidation,
+) -> Result<Vec<String>, ApiError> {
+    let mut outcome = SchemaOutcome::default();
+    let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
+    if let (Some(root), Some(obj)) =
+        (resource.schema.get("properties").and_then(Value::as_object), object.as_object_mut())
+    {
+        let keys: Vec<String> = obj.keys().cloned().collect();
+        for key in keys {
+            if matches!(key.as_str(), "apiVersion" | "kind" | "metadata") {
+                continue;
+            }
+            match root.get(&key) {
+                Some(schema) => {
+                    if obj.get(&key).is_some_and(Value::is_null) {
+                        obj.remove(&key);
+                        continue;
+                    }
+                    if let Some(v) = obj.get_mut(&key) {
+                        validate_and_prune(schema, v, &key, &mut outcome);
+                    }
+                }
+                None => {
+                    obj.remove(&key);
+                    outcome.unknown_fields.push(key);
+                }
+            }
+        }
+        if let Some(required) = resource.schema.get("required").and_then(Value::as_array) {
+            for r in required.iter().filter_map(Value::as_str) {
+                if !obj.contains_key(r) {
+                    outcome.errors.push(cause("FieldValueRequired", r, "Required value"));
+                }
+            }
+        }
+    }
+    if !outcome.unknown_fields.is_empty() && validation == super::query::FieldValidation::Strict {
+        let list: Vec<String> = outcome.unknown_fields.iter().map(|f| format!("unknown field {f:?}")).collect();
+        return Err(ApiError::bad_request(format!("strict decoding error: {}", list.join(", "))));
+    }
+    let mut causes = outcome.errors;
+    if let Some(meta) = object.get("metadata") {
+        validate_metadata(meta, &mut causes);
+    }
+    if causes.is_empty()
+        && let Some(semantic) = resource.semantic
+    {
+        causes.extend(semantic(object).into_iter().map(|e| Cause {
+            reason: e.reason.as_str().to_string(),
+            field: e.field,
+            message: e.message,
+        }));
+    }
+    if !causes.is_empty() {
+        return Err(ApiError::invalid(&resource.kind, &resource.group, &name, causes));
+    }
+    Ok(if validation == super::query::FieldValidation::Ignore { Vec::new() } else { outcome.unknown_fields })
+}
+
+/// Counts labels for policy checks; re-exported for policies.
+pub type Labels = BTreeMap<String, String>;
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::apiserver::query::FieldValidation;
+    use crate::apiserver::registry::Registry;
+
+    fn stack() -> Value {
+        json!({
+            "apiVersion": "berth.dev/v1alpha1", "kind": "Stack",
+            "metadata": {"name": "web", "namespace": "default", "labels": {"app": "web"}},
+            "spec": {"services": [{"name": "web", "image": "berth-e2e/busybox:latest", "ports": [{"containerPort": 80}]}]}
+        })
+    }
+
+    fn check(mut obj: Value, validation: FieldValidation) -> (Result<Vec<String>, ApiError>, Value) {
+        let reg = Registry::builtin();
+        let info = reg.find("berth.dev", "v1alpha1", "stacks").unwrap();
+        let r = validate_object_value(&info, &mut obj, validation);
+        (r, obj)
+    }
+
+    #[test]
+    fn valid_stack_passes_unchanged() {
+        let (r, obj) = check(stack(), FieldValidation::Strict);
+        assert_eq!(r.unwrap(), Vec::<String>::new());
+        assert_eq!(obj, stack());
+    }
+
+    #[test]
+    fn type_errors_name_the_field() {
+        let mut s = stack();
+        s["spec"]["services"][0]["ports"][0]["containerPort"] = json!("eighty");
+        let err = check(s, FieldValidation::Strict).0.unwrap_err();
+        let status = err.status();
+        assert_eq!(status["code"], 422);
+        assert_eq!(status["details"]["causes"][0]["field"], "spec.services[0].ports[0].containerPort");
+    }
+
+    #[test]
+    fn unknown_fields_follow_field_validation() {
+        let mut s = stack();
+        s["spec"]["servicez"] = json!([]);
+        s["spec"]["services"][0]["imagePullSecret"] = json!("x");
+        let err = check(s.clone(), FieldValidation::Strict).0.unwrap_err();
+        assert_eq!(err.code(), 400);
+        assert!(err.to_string().contains("unknown field \"spec.servicez\""), "{err}");
+        assert!(err.to_string().contains("spec.services[0].imagePullSecret"), "{err}");
+
+        let (r, pruned) = check(s.clone(), FieldValidation::Warn);
+        assert_eq!(r.unwrap().len(), 2);
+        assert_eq!(pruned, stack(), "unknown fields are pruned");
+
+        let (r, pruned) = check(s, FieldValidation::Ignore);
+        assert!(r.unwrap().is_empty());
+        assert_eq!(pruned, stack());
+    }
+
+    #[test]
+    fn enums_and_required_fields_are_enforced() {
+        let mut s = stack();
+        s["spec"]["driftPolicy"] = json!("Sometimes");
+        s["spec"]["services"][0].as_object_mut().unwrap().remove("image");
+        let status = check(s, FieldValidation::Strict).0.unwrap_err().status();
+        let fields: Vec<&str> =
+            status["details"]["causes"].as_array().unwrap().iter().map(|c| c["field"].as_str().unwrap()).collect();
+        assert_eq!(fields, ["spec.driftPolicy", "spec.services[0].image"]);
+    }
+
+    #[test]
+    fn semantic_errors_follow_schema_errors() {
+        let mut s = stack();
+        s["spec"]["services"][0]["replicas"] = json!(-1);
+        let status = check(s, FieldValidation::Strict).0.unwrap_err().status();
+        assert_eq!(status["reason"], "Invalid");
+        assert_eq!(status["details"]["causes"][0]["field"], "spec.services[0].replicas");
+    }
+
+    #[test]
+    fn metadata_labels_are_checked() {
+        let mut s = stack();
+        s["metadata"]["labels"] = json!({"bad key!": "x", "ok": "bad value!"});
+        let status = check(s, FieldValidation::Strict).0.unwrap_err().status();
+        assert_eq!(status["details"]["causes"].as_array().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn secret_values_never_appear_in_errors() {
+        let reg = Registry::builtin();
+        let info = reg.find("", "v1", "secrets").unwrap();
+        let mut secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db"},
+            "data": {"password": "not base64 hunter2!"}});
+        let err = validate_object_value(&info, &mut secret, FieldValidation::Strict).unwrap_err();
+        assert!(!err.status().to_string().contains("hunter2"), "{}", err.status());
+        assert!(err.to_string().contains("data[password]"), "{err}");
+    }
+
+    #[test]
+    fn every_served_schema_is_structural() {
+        // A structural schema has a type on every node (or preserve-unknown-fields / int-or-string),
+        // and never mixes properties with additionalProperties.
+        fn walk(s: &Value, path: &str) {
+            let special = s.get("x-kubernetes-preserve-unknown-fields").is_some()
+                || s.get("x-kubernetes-int-or-string").is_some();
+            assert!(s.get("type").is_some() || special, "{path}: no type in {s}");
+            assert!(!(s.get("properties").is_some() && s.get("additionalProperties").is_some()), "{path}: both");
+            for key in ["$ref", "anyOf", "oneOf", "allOf", "definitions", "$defs"] {
+                if key == "anyOf" && s.get("x-kubernetes-int-or-string").is_some() {
+                    continue;
+                }
+                assert!(s.get(key).is_none(), "{path}: {key} is not allowed in a structural schema");
+            }
+            if let Some(props) = s.get("properties").and_then(Value::as_object) {
+                for (k, v) in props {
+                    walk(v, &format!("{path}.{k}"));
+                }
+            }
+            if let Some(items) = s.get("items") {
+                walk(items, &format!("{path}[]"));
+            }
+            if let Some(ap) = s.get("additionalProperties").filter(|a| a.is_object()) {
+                walk(ap, &format!("{path}{{}}"));
+            }
+        }
+        for r in Registry::builtin().all() {
+            walk(&r.schema, &r.kind);
+        }
+    }
+}

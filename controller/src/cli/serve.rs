@@ -1,0 +1,274 @@
+//! `berth serve`: one process with the API server over the embedded store, the controllers and
+//! the Docker drivers. Writes `<data-dir>/kubeconfig` so kubectl and the berth CLI work at once.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio_util::sync::CancellationToken;
+
+use crate::apiserver::{self, ApiState, auth};
+use crate::store::{self as object_store, StoreOptions};
+
+/// Arguments of `berth serve`.
+#[derive(clap::Args, Debug, Clone)]
+#[command(
+    after_help = "Examples:\n  berth serve\n  berth serve --data-dir /var/lib/berth --listen 0.0.0.0:7443 --tls-self-signed\n  berth serve --listen 127.0.0.1:0 --no-controllers"
+)]
+pub struct ServeArgs {
+    /// Directory of the store, the tokens file and the kubeconfig.
+    #[arg(long, value_name = "DIR", default_value = ".berth", env = "BERTH_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// Address to listen on; port 0 picks a free port (printed and written to the kubeconfig).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7443")]
+    pub listen: SocketAddr,
+    /// Operator configuration (SKUs, registry allowlist, quotas, orphan policy, …).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Tokens file (`token,user,role` lines). Default: `<data-dir>/tokens.csv`, created with an
+    /// admin token on first start.
+    #[arg(long, value_name = "FILE")]
+    pub tokens: Option<PathBuf>,
+    /// TLS certificate (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Generate a self-signed certificate in `<data-dir>/tls/` (once) and serve TLS with it.
+    #[arg(long, conflicts_with = "tls_cert")]
+    pub tls_self_signed: bool,
+    /// Allow a non-loopback listen address without TLS.
+    #[arg(long)]
+    pub insecure: bool,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = apiserver::DEFAULT_BODY_LIMIT)]
+    pub max_body_bytes: usize,
+    /// Watch history kept in memory, in events (older resourceVersions get 410 Expired).
+    #[arg(long, value_name = "EVENTS", default_value_t = 10_000)]
+    pub watch_history: usize,
+    /// How long Events are kept after they were last observed.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration_arg)]
+    pub events_ttl: Duration,
+    /// Serve the API only; run no controllers.
+    #[arg(long)]
+    pub no_controllers: bool,
+    /// Log format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// Log output format.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+fn parse_duration_arg(s: &str) -> Result<Duration, String> {
+    berth_crds::duration::parse_duration(s)
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("BERTH_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,sled=warn,kube=warn,hyper=warn,tower=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Reads the tokens file, creating it with one admin token when it does not exist.
+fn load_or_create_tokens(path: &Path) -> anyhow::Result<(auth::Tokens, Option<String>)> {
+    if path.exists() {
+        let tokens = auth::Tokens::load(path)?;
+        if tokens.is_empty() {
+            bail!(
+                "tokens file {} holds no token; add a line `TOKEN,admin,admin` or delete the file to have one generated",
+                path.display()
+            );
+        }
+        return Ok((tokens, None));
+    }
+    let token = auth::generate_token();
+    let text = format!("# berth tokens: token,user,role (admin or read-only)\n{token},admin,admin\n");
+    write_private(path, &text)?;
+    Ok((auth::Tokens::parse(&text, &path.display().to_string())?, Some(token)))
+}
+
+/// Writes a file readable only by its owner.
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// The admin token to put in the kubeconfig: the first admin line of the tokens file.
+fn admin_token(path: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines().map(str::trim).filter(|l| !l.starts_with('#')).find_map(|l| {
+        let parts: Vec<&str> = l.split(',').map(str::trim).collect();
+        (parts.len() == 3 && parts[2] == "admin").then(|| parts[0].to_string())
+    })
+}
+
+/// The kubeconfig text for a server URL and token.
+pub fn kubeconfig(server: &str, token: &str, ca_file: Option<&Path>) -> String {
+    let ca = ca_file.map(|p| format!("\n    certificate-authority: {}", p.display())).unwrap_or_default();
+    format!(
+        "# Written by `berth serve`; rewritten at every start.\napiVersion: v1\nkind: Config\nclusters:\n- name: berth\n  cluster:\n    server: {server}{ca}\nusers:\n- name: berth-admin\n  user:\n    token: {token}\ncontexts:\n- name: berth\n  context:\n    cluster: berth\n    user: berth-admin\n    namespace: default\ncurrent-context: berth\n"
+    )
+}
+
+fn self_signed(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let tls = dir.join("tls");
+    let (cert, key) = (tls.join("server.crt"), tls.join("server.key"));
+    if cert.exists() && key.exists() {
+        return Ok((cert, key));
+    }
+    std::fs::create_dir_all(&tls)?;
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    if let Ok(h) = std::fs::read_to_string("/etc/hostname") {
+        names.push(h.trim().to_string());
+    }
+    let generated = rcgen::generate_simple_self_signed(names).context("generating a self-signed certificate")?;
+    std::fs::write(&cert, generated.cert.pem())?;
+    write_private(&key, &generated.signing_key.serialize_pem())?;
+    Ok((cert, key))
+}
+
+/// Runs the server until SIGINT or SIGTERM.
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    init_logging(args.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    runtime.block_on(serve(args))
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let tls = match (&args.tls_cert, &args.tls_key, args.tls_self_signed) {
+        (Some(c), Some(k), _) => Some((c.clone(), k.clone())),
+        (_, _, true) => {
+            std::fs::create_dir_all(&args.data_dir)?;
+            Some(self_signed(&args.data_dir)?)
+        }
+        _ => None,
+    };
+    if !args.listen.ip().is_loopback() && tls.is_none() && !args.insecure {
+        bail!(
+            "refusing to listen on {} without TLS: bearer tokens would cross the network in clear text. \
+             Give --tls-cert/--tls-key (or --tls-self-signed), listen on 127.0.0.1, or pass --insecure if you accept the risk",
+            args.listen
+        );
+    }
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
+    let data_dir = args.data_dir.canonicalize()?;
+    let tokens_path = args.tokens.clone().unwrap_or_else(|| data_dir.join("tokens.csv"));
+    let (tokens, generated) = load_or_create_tokens(&tokens_path)?;
+    if generated.is_some() {
+        tracing::info!(path = %tokens_path.display(), "generated an admin token");
+    }
+
+    let store = object_store::open(
+        data_dir.join("store"),
+        StoreOptions { history_capacity: args.watch_history, ..Default::default() },
+    )
+    .with_context(|| format!("opening the store in {}", data_dir.join("store").display()))?;
+    let mut state = ApiState::new(store.clone());
+    state.body_limit = args.max_body_bytes;
+    let shutdown = state.shutdown.clone();
+
+    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| {
+        format!("listening on {}; is another berth serve running there? pick another --listen", args.listen)
+    })?;
+    let addr = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let host = if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
+    let host = if host.contains(':') { format!("[{host}]") } else { host };
+    let server_url = format!("{scheme}://{host}:{}", addr.port());
+    let token = admin_token(&tokens_path).context("the tokens file has no admin token for the kubeconfig")?;
+    let kubeconfig_path = data_dir.join("kubeconfig");
+    write_private(&kubeconfig_path, &kubeconfig(&server_url, &token, tls.as_ref().map(|(c, _)| c.as_path())))?;
+
+    let background = CancellationToken::new();
+    tokio::spawn(apiserver::events_gc::run(
+        store.clone(),
+        args.events_ttl,
+        Duration::from_secs(60),
+        background.clone(),
+    ));
+
+    let app = apiserver::with_auth(apiserver::router(state.clone()), auth::AuthMode::Tokens(Arc::new(tokens)));
+    println!("berth API listening on {server_url}");
+    println!("kubeconfig: {}", kubeconfig_path.display());
+
+    let signal = shutdown_signal();
+    match tls {
+        None => {
+            let shutdown2 = shutdown.clone();
+            let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+                signal.await;
+                tracing::info!("shutting down: finishing in-flight requests");
+                shutdown2.cancel();
+            });
+            server.await.context("serving the API")?;
+        }
+        Some((cert, key)) => {
+            let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(&cert, &key)
+                .await
+                .with_context(|| format!("loading TLS certificate {} and key {}", cert.display(), key.display()))?;
+            let handle = axum_server::Handle::new();
+            let h2 = handle.clone();
+            let shutdown2 = shutdown.clone();
+            tokio::spawn(async move {
+                signal.await;
+                tracing::info!("shutting down: finishing in-flight requests");
+                shutdown2.cancel();
+                h2.graceful_shutdown(Some(Duration::from_secs(30)));
+            });
+            let std_listener = listener.into_std()?;
+            axum_server::from_tcp_rustls(std_listener, config)?
+                .handle(handle)
+                .serve(app.into_make_service())
+                .await
+                .context("serving the API over TLS")?;
+        }
+    }
+    background.cancel();
+    store.flush().await.context("flushing the store at shutdown")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+}

@@ -1,0 +1,128 @@
+//! Prometheus metrics of the whole process (text format at `/metrics`): API requests and their
+//! latency, reconciles per kind (count, errors, duration), work queue depth, and Docker API calls
+//! per host.
+
+use std::sync::Mutex;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of an API request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// `get`, `list`, `watch`, `create`, `update`, `patch`, `delete`, …
+    pub verb: String,
+    /// Plural resource (or `discovery`, `openapi`).
+    pub resource: String,
+    /// HTTP status code.
+    pub code: String,
+}
+
+/// Labels of a latency observation.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerbLabels {
+    /// Verb.
+    pub verb: String,
+    /// Plural resource.
+    pub resource: String,
+}
+
+/// Labels per controller kind.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// `Stack`, `Lease`, `Host`.
+    pub kind: String,
+}
+
+/// Labels per Docker host.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HostLabels {
+    /// Host name.
+    pub host: String,
+}
+
+/// Every metric berth exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    /// API requests by verb, resource and code.
+    pub requests: Family<RequestLabels, Counter>,
+    /// API request latency by verb and resource (watches excluded).
+    pub request_seconds: Family<VerbLabels, Histogram>,
+    /// Reconciles by kind.
+    pub reconciles: Family<KindLabels, Counter>,
+    /// Failed reconciles by kind.
+    pub reconcile_errors: Family<KindLabels, Counter>,
+    /// Reconcile duration by kind.
+    pub reconcile_seconds: Family<KindLabels, Histogram>,
+    /// Objects waiting for or in reconciliation, by kind.
+    pub queue_depth: Family<KindLabels, Gauge>,
+    /// Docker API calls by host.
+    pub docker_calls: Family<HostLabels, Counter>,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh set of metrics, registered.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("berth");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let request_seconds =
+            Family::<VerbLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let reconciles = Family::<KindLabels, Counter>::default();
+        let reconcile_errors = Family::<KindLabels, Counter>::default();
+        let reconcile_seconds =
+            Family::<KindLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let queue_depth = Family::<KindLabels, Gauge>::default();
+        let docker_calls = Family::<HostLabels, Counter>::default();
+        registry.register("apiserver_requests", "API requests by verb, resource and code", requests.clone());
+        registry.register("apiserver_request_duration_seconds", "API request latency", request_seconds.clone());
+        registry.register("reconciles", "Reconciles by kind", reconciles.clone());
+        registry.register("reconcile_errors", "Failed reconciles by kind", reconcile_errors.clone());
+        registry.register("reconcile_duration_seconds", "Reconcile duration by kind", reconcile_seconds.clone());
+        registry.register("queue_depth", "Objects queued for reconciliation by kind", queue_depth.clone());
+        registry.register("docker_api_calls", "Docker API calls by host", docker_calls.clone());
+        Self {
+            registry: Mutex::new(registry),
+            requests,
+            request_seconds,
+            reconciles,
+            reconcile_errors,
+            reconcile_seconds,
+            queue_depth,
+            docker_calls,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if let Ok(registry) = self.registry.lock() {
+            let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+        }
+        out
+    }
+
+    /// Records one API request.
+    pub fn observe_request(&self, verb: &str, resource: &str, code: u16, seconds: Option<f64>) {
+        self.requests
+            .get_or_create(&RequestLabels { verb: verb.into(), resource: resource.into(), code: code.to_string() })
+            .inc();
+        if let Some(s) = seconds {
+            self.request_seconds.get_or_create(&VerbLabels { verb: verb.into(), resource: resource.into() }).observe(s);
+        }
+    }
+}
