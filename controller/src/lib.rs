@@ -6,6 +6,8 @@
 
 pub mod apiserver;
 pub mod cli;
+pub mod config;
 pub mod controllers;
+pub mod docker;
 pub mod metrics;
 pub mod store;

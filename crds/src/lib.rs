@@ -8,6 +8,10 @@
 //! OpenAPI), the controllers, the CLI and the CRD generator, and none of them should have to pull
 //! in a runtime to read a Stack.
 
+// kube's `CustomResource` derive repeats `type_ = …` once per `printcolumn(…)`; clippy's
+// duplicated_attributes lint mistakes those for duplicates of one attribute.
+#![allow(clippy::duplicated_attributes)]
+
 pub mod common;
 pub mod duration;
 pub mod host;

@@ -378,7 +378,7 @@ fn check_security(errs: &mut Errors, f: &str, s: &SecuritySpec) {
 fn check_user_labels(errs: &mut Errors, f: &str, labels: &BTreeMap<String, String>) {
     for key in labels.keys() {
         if key.is_empty() {
-            errs.required(format!("{f}"), "label keys must not be empty");
+            errs.required(f.to_string(), "label keys must not be empty");
         } else if key.starts_with(RESERVED_LABEL_PREFIX) {
             errs.push(
                 format!("{f}[{key}]"),

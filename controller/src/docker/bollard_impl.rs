@@ -1,0 +1,1 @@
+//! The bollard implementation of [`super::DockerApi`] (being written; see the docker branch).
