@@ -1,5 +1,8 @@
 //! The reconcile loops: Hosts (connections, daemon facts, events, orphan scans), Stacks and
 //! Leases. They reach the API only through `kube::Client` and Docker only through
-//! [`crate::docker`].
+//! [`crate::docker`]; the [`pool`] holds one connection per host and the shared per-host
+//! observation.
 
+pub mod context;
+pub mod pool;
 pub mod stack;
