@@ -370,6 +370,10 @@ pub struct StackStatus {
     /// Retry state while failing transiently.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryStatus>,
+    /// Desired-state hash of a configuration that did not become ready and was rolled back;
+    /// berth does not try it again until the desired state changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back_hash: Option<String>,
 }
 
 /// Phase of a Stack on one host.

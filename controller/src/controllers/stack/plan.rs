@@ -63,6 +63,8 @@ pub struct ObservedContainer {
     pub oom_killed: bool,
     /// Exit code (stopped containers that were inspected).
     pub exit_code: Option<i64>,
+    /// Image id (`sha256:…`) the container runs (empty when unknown).
+    pub image_id: String,
 }
 
 impl ObservedContainer {
@@ -100,6 +102,9 @@ pub struct Observation {
     pub networks: Vec<ObservedNetwork>,
     /// Volumes.
     pub volumes: Vec<ObservedVolume>,
+    /// Image id each desired image reference resolves to on the host now (references that are
+    /// not on the host are absent). A container running another image id has drifted.
+    pub images: BTreeMap<String, String>,
 }
 
 /// Drift tiers (PRODUCT §4).
@@ -128,6 +133,9 @@ pub mod reason {
     pub const SERVICE_REMOVED: &str = "ServiceRemoved";
     /// A container whose config hash differs from the desired one.
     pub const CONFIG_HASH_MISMATCH: &str = "ConfigHashMismatch";
+    /// A container runs another image than the one its reference resolves to on the host now
+    /// (the tag was re-pulled or re-tagged).
+    pub const IMAGE_CHANGED: &str = "ImageChanged";
     /// Two containers claim the same replica.
     pub const DUPLICATE_REPLICA: &str = "DuplicateReplica";
     /// A wanted network does not exist.
@@ -269,6 +277,43 @@ impl Action {
     pub fn is_mutation(&self) -> bool {
         !matches!(self, Action::EnsureImage { .. })
     }
+
+    /// Whether the action puts runtime drift (tiers 2 and 3) back, as opposed to rolling out a
+    /// changed desired state. When the desired state is the one applied last, every change is a
+    /// correction; otherwise starts, restarts, reconnections and the replacement of dead or
+    /// re-tagged containers are.
+    pub fn corrects_runtime_drift(&self, previously_applied: bool) -> bool {
+        if previously_applied {
+            return self.is_mutation();
+        }
+        match self {
+            Action::Start { .. } | Action::Restart { .. } | Action::Connect { .. } => true,
+            Action::Recreate { reason: why, .. } => {
+                [reason::NOT_RUNNING, reason::OOM_KILLED, reason::IMAGE_CHANGED].contains(&why.as_str())
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The part of `plan` that `driftPolicy: Report` executes: a changed desired state is rolled out
+/// (tiers 0 and 1), runtime drift (tiers 2 and 3) is only reported. Image pulls are kept only for
+/// the creations that remain, and steps left empty are dropped.
+pub fn without_drift_corrections(plan: &HostPlan, previously_applied: bool) -> HostPlan {
+    let steps = plan
+        .steps
+        .iter()
+        .filter_map(|step| {
+            let mut actions: Vec<Action> =
+                step.actions.iter().filter(|a| !a.corrects_runtime_drift(previously_applied)).cloned().collect();
+            let creates = actions.iter().any(|a| matches!(a, Action::Create { .. } | Action::Recreate { .. }));
+            if !creates {
+                actions.retain(|a| !matches!(a, Action::EnsureImage { .. }));
+            }
+            (!actions.is_empty()).then(|| Step { actions, ..step.clone() })
+        })
+        .collect();
+    HostPlan { host: plan.host.clone(), findings: plan.findings.clone(), steps }
 }
 
 /// A dependency to satisfy before a step runs.
@@ -321,6 +366,11 @@ impl HostPlan {
     }
 }
 
+fn short_id(id: &str) -> &str {
+    let hex = id.strip_prefix("sha256:").unwrap_or(id);
+    if hex.is_empty() { "(unknown)" } else { &hex[..hex.len().min(12)] }
+}
+
 /// Services in an order where each comes after what it depends on (spec order otherwise).
 pub fn service_order(desired: &DesiredState) -> Vec<usize> {
     let index: BTreeMap<&str, usize> = desired.services.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
@@ -337,6 +387,11 @@ pub fn service_order(desired: &DesiredState) -> Vec<usize> {
         order.push(next);
     }
     order
+}
+
+/// A finding about the Stack as a whole (no service or object).
+pub fn finding_for(tier: u8, reason: &str, message: String) -> Finding {
+    finding(tier, reason, None, None, message)
 }
 
 fn finding(tier: u8, reason: &str, service: Option<&str>, object: Option<&str>, message: String) -> Finding {
@@ -430,7 +485,9 @@ pub fn plan(
         }
     }
     for v in &desired.volumes {
-        let exists = observed.volumes.iter().any(|o| o.name == v.name && owned(&o.labels));
+        // Any volume of this installation with the name will do: a retained volume of a deleted
+        // Stack is picked up again by a new Stack of the same name (that is what retain is for).
+        let exists = observed.volumes.iter().any(|o| o.name == v.name);
         if !exists {
             if previously_applied {
                 findings.push(finding(
@@ -451,6 +508,9 @@ pub fn plan(
         let svc = &desired.services[i];
         let mut actions = Vec::new();
         let mut needs_image = false;
+        let image_changed = |c: &ObservedContainer| {
+            observed.images.get(&svc.image).is_some_and(|id| !c.image_id.is_empty() && c.image_id != *id)
+        };
         for d in &svc.containers {
             match current(&svc.name, d.replica, &d.name) {
                 None => {
@@ -488,6 +548,28 @@ pub fn plan(
                         id: c.id.clone(),
                         service: svc.name.clone(),
                         reason: why.into(),
+                    });
+                }
+                Some(c) if image_changed(c) => {
+                    findings.push(finding(
+                        tier::RUNTIME_CONFIG,
+                        reason::IMAGE_CHANGED,
+                        Some(&svc.name),
+                        Some(&c.name),
+                        format!(
+                            "container {} runs image {} but {} now resolves to {} on this host",
+                            c.name,
+                            short_id(&c.image_id),
+                            svc.image,
+                            short_id(observed.images.get(&svc.image).map(String::as_str).unwrap_or(""))
+                        ),
+                    ));
+                    needs_image = true;
+                    actions.push(Action::Recreate {
+                        container: d.name.clone(),
+                        id: c.id.clone(),
+                        service: svc.name.clone(),
+                        reason: reason::IMAGE_CHANGED.into(),
                     });
                 }
                 Some(c) => {

@@ -73,7 +73,7 @@ pub enum RenderError {
 
 /// Where referenced Secret and ConfigMap values come from (the controller's caches in
 /// production, a map in tests). Returns `None` when the object or key does not exist.
-pub trait References {
+pub trait References: Send + Sync {
     /// Decoded bytes of `data[key]` of Secret `namespace/name`.
     fn secret(&self, namespace: &str, name: &str, key: &str) -> Option<Vec<u8>>;
     /// `data[key]` of ConfigMap `namespace/name`.
@@ -186,8 +186,8 @@ pub struct SecurityConfig {
 
 /// Everything that makes Docker create a particular container. Serialized (with
 /// [`HASH_ENCODING_VERSION`]) as the canonical encoding of the config hash; the real environment
-/// values are kept beside it and never serialized.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// values are kept beside it and never serialized (nor shown by `Debug`).
+#[derive(Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ContainerConfig {
     /// Image reference.
@@ -227,7 +227,45 @@ pub struct ContainerConfig {
     pub env_values: Vec<String>,
 }
 
+impl std::fmt::Debug for ContainerConfig {
+    // Written by hand so that a `{:?}` in a log line can never print a secret value.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContainerConfig")
+            .field("image", &self.image)
+            .field("command", &self.command)
+            .field("args", &self.args)
+            .field("env", &self.env)
+            .field("working_dir", &self.working_dir)
+            .field("user", &self.user)
+            .field("ports", &self.ports)
+            .field("mounts", &self.mounts)
+            .field("networks", &self.networks)
+            .field("healthcheck", &self.healthcheck)
+            .field("resources", &self.resources)
+            .field("security", &self.security)
+            .field("restart_policy", &self.restart_policy)
+            .field("stop_grace_period_seconds", &self.stop_grace_period_seconds)
+            .field("logging", &self.logging)
+            .field("labels", &self.labels)
+            .field("env_values", &format_args!("<{} values hidden>", self.env_values.len()))
+            .finish()
+    }
+}
+
 impl ContainerConfig {
+    /// The values of the variables that come from Secrets, so that text shown to people (Docker
+    /// errors, container logs) can be scrubbed of them.
+    pub fn secret_values(&self) -> Vec<&str> {
+        self.env_values
+            .iter()
+            .filter_map(|entry| {
+                let (name, value) = entry.split_once('=')?;
+                matches!(self.env.get(name), Some(HashedValue::SecretDigest(_))).then_some(value)
+            })
+            .filter(|v| !v.is_empty())
+            .collect()
+    }
+
     /// The config hash: hex SHA-256 of the canonical encoding.
     pub fn hash(&self) -> String {
         #[derive(Serialize)]
@@ -337,6 +375,35 @@ impl DesiredState {
     pub fn containers(&self) -> impl Iterator<Item = &DesiredContainer> {
         self.services.iter().flat_map(|s| s.containers.iter())
     }
+
+    /// A service by name.
+    pub fn service(&self, name: &str) -> Option<&DesiredService> {
+        self.services.iter().find(|s| s.name == name)
+    }
+
+    /// Every secret value the desired containers receive (see [`redact`]).
+    pub fn secret_values(&self) -> Vec<String> {
+        let mut values: BTreeSet<String> = BTreeSet::new();
+        for s in &self.services {
+            if let Some(c) = s.containers.first() {
+                values.extend(c.config.secret_values().into_iter().map(str::to_string));
+            }
+        }
+        values.into_iter().collect()
+    }
+}
+
+/// Replaces every occurrence of a secret value in `text` (a Docker error, a log line) before it
+/// is shown in status, an event or a log.
+pub fn redact(text: &str, secrets: &[String]) -> String {
+    let mut out = text.to_string();
+    for s in secrets {
+        // Very short values would turn ordinary text into asterisks and hide nothing of worth.
+        if s.len() >= 3 {
+            out = out.replace(s.as_str(), "****");
+        }
+    }
+    out
 }
 
 /// Names of a Stack's Docker objects.

@@ -81,6 +81,7 @@ fn container(name: &str, service: &str, replica: i32, hash: &str, state: RunStat
         health: None,
         oom_killed: false,
         exit_code: None,
+        image_id: "sha256:aaaa".into(),
     }
 }
 
@@ -299,4 +300,46 @@ fn dependency_order_puts_dependencies_first_whatever_the_spec_order() {
     let d = desired(&s);
     let order: Vec<&str> = service_order(&d).into_iter().map(|i| d.services[i].name.as_str()).collect();
     assert_eq!(order, ["db", "web"]);
+}
+
+#[test]
+fn retagged_image_is_tier_2_and_recreates_only_its_users() {
+    let d = desired(&stack(1, "img/web:1"));
+    let mut o = converged(&d);
+    o.images.insert("img/db:1".into(), "sha256:aaaa".into());
+    o.images.insert("img/web:1".into(), "sha256:bbbb".into());
+    check(&d, &o, true, &["ensureImage img/web:1", "recreate shop-web-0 ImageChanged"], &[(2, "ImageChanged")]);
+    // An image the host does not have (yet) is no evidence of drift.
+    o.images.clear();
+    assert!(plan("local", &d, &o, UID, true).is_converged());
+}
+
+#[test]
+fn retained_volume_of_an_earlier_owner_is_reused() {
+    let d = desired(&stack(1, "img/web:1"));
+    let mut o = converged(&d);
+    o.volumes[0].labels.insert(LABEL_OWNER_UID.into(), "uid-of-a-deleted-stack".into());
+    assert!(plan("local", &d, &o, UID, true).is_converged());
+}
+
+#[test]
+fn report_policy_rolls_out_spec_changes_but_leaves_runtime_drift() {
+    let old = desired(&stack(1, "img/web:1"));
+    let new = desired(&stack(2, "img/web:2"));
+    let mut o = converged(&old);
+    o.containers[0].state = RunState::Exited; // db killed by hand
+    let full = plan("local", &new, &o, UID, false);
+    assert!(summary(&full).contains(&"start shop-db-0 NotRunning".to_string()));
+    let reported = without_drift_corrections(&full, false);
+    assert_eq!(
+        summary(&reported),
+        ["ensureImage img/web:2", "recreate shop-web-0 DesiredStateChanged", "create shop-web-1"]
+    );
+    assert_eq!(reported.findings, full.findings, "findings are still reported");
+
+    // Desired state unchanged: nothing at all is executed, the findings stay.
+    let p = plan("local", &old, &o, UID, true);
+    let reported = without_drift_corrections(&p, true);
+    assert!(reported.steps.is_empty());
+    assert_eq!(tiers(&reported), [(3, "NotRunning".to_string())]);
 }
