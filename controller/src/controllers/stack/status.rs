@@ -472,7 +472,7 @@ pub fn build(old: &StackStatus, input: &StatusInput<'_>) -> StackStatus {
         StackPhase::Failed
     } else if all_ready {
         StackPhase::Ready
-    } else if rolled_back || (degraded && !in_progress) {
+    } else if rolled_back || !unreachable.is_empty() || (degraded && !in_progress) {
         StackPhase::Degraded
     } else if selected == 0 {
         StackPhase::Pending

@@ -220,3 +220,77 @@ fn host_paths_must_be_allowed_by_the_operator() {
     s.spec.services[1].mounts[0].host_path = Some("/srvx".into());
     assert!(render(&s, &ctx(&r, "default", &["/srv".to_string()])).is_err(), "prefixes match whole path components");
 }
+
+/// A service that sets every field that enters the hash.
+fn full_service_stack() -> Stack {
+    use berth_crds::common::{HealthcheckSpec, ResourcesSpec, SecuritySpec, TmpfsSpec};
+    use berth_crds::stack::{LoggingSpec, RestartPolicy};
+    let mut s = stack();
+    let svc = &mut s.spec.services[0];
+    svc.args = Some(vec!["-x".into()]);
+    svc.working_dir = Some("/srv".into());
+    svc.user = Some("999:999".into());
+    svc.ports = vec![PortSpec {
+        container_port: 5432,
+        host_port: Some(15432),
+        protocol: berth_crds::common::Protocol::Udp,
+        host_ip: Some("127.0.0.1".into()),
+    }];
+    svc.mounts.push(MountSpec {
+        mount_path: "/etc/extra".into(),
+        volume: None,
+        host_path: Some("/srv/shop/extra".into()),
+        tmpfs: None,
+        read_only: true,
+    });
+    svc.mounts.push(MountSpec {
+        mount_path: "/tmp".into(),
+        volume: None,
+        host_path: None,
+        tmpfs: Some(TmpfsSpec { size_mb: Some(64) }),
+        read_only: false,
+    });
+    svc.healthcheck = Some(HealthcheckSpec {
+        test: vec!["CMD".into(), "pg_isready".into()],
+        interval_seconds: Some(5),
+        timeout_seconds: Some(3),
+        retries: Some(5),
+        start_period_seconds: Some(10),
+    });
+    svc.resources = Some(ResourcesSpec { cpus: Some(1.5), memory_mb: Some(512), pids: Some(512) });
+    svc.security = Some(SecuritySpec {
+        read_only_root_filesystem: true,
+        cap_drop: vec!["ALL".into()],
+        cap_add: vec!["SETUID".into(), "CHOWN".into()],
+        no_new_privileges: true,
+        privileged: false,
+    });
+    svc.restart_policy = RestartPolicy::Always;
+    svc.stop_grace_period_seconds = Some(30);
+    svc.labels = [("team".to_string(), "data".to_string())].into();
+    svc.logging = Some(LoggingSpec { max_size_mb: Some(10), max_files: Some(3) });
+    s
+}
+
+#[test]
+fn golden_hash_of_a_service_using_every_field() {
+    // Pins the encoding of every field that enters the hash: an upgrade of berth that changes
+    // this value would recreate every such container. Change HASH_ENCODING_VERSION deliberately.
+    let r = refs("hunter2");
+    let allowed = ["/srv".to_string()];
+    let d = render(&full_service_stack(), &ctx(&r, "default", &allowed)).unwrap();
+    assert_eq!(
+        d.services[0].containers[0].config_hash,
+        "9bdbafe95d18f45fc5028e6ce92100c8a35ef8caacb301caf21892eaa751c738"
+    );
+}
+
+#[test]
+fn debug_output_never_shows_environment_values() {
+    let r = refs("hunter2");
+    let d = render(&stack(), &ctx(&r, "default", &[])).unwrap();
+    let shown = format!("{d:?}");
+    assert!(!shown.contains("hunter2") && shown.contains("values hidden"), "{shown}");
+    assert_eq!(d.secret_values(), ["hunter2"]);
+    assert_eq!(redact("login failed for hunter2 at db", &d.secret_values()), "login failed for **** at db");
+}
