@@ -10,4 +10,5 @@ pub mod config;
 pub mod controllers;
 pub mod docker;
 pub mod metrics;
+pub mod policy;
 pub mod store;

@@ -7,8 +7,6 @@
 //! person reads in status and events: they say what happened and what to do, and they never
 //! contain a secret value (callers scrub Docker's text with [`super::render::redact`]).
 
-use std::time::Duration;
-
 use super::render::RenderError;
 use crate::docker::DockerError;
 
@@ -85,8 +83,8 @@ pub enum StackError {
     },
     /// A new container did not become ready in time.
     #[error(
-        "host {host}: container {container} of service {service} did not become {condition} within {waited:?} \
-         ({state}){logs}; fix the service or raise rollout.healthTimeoutSeconds"
+        "host {host}: container {container} of service {service} did not become {condition} within {waited_secs}s \
+         ({detail}); fix the service or raise rollout.healthTimeoutSeconds"
     )]
     NotReady {
         /// Host.
@@ -97,17 +95,15 @@ pub enum StackError {
         container: String,
         /// `healthy` or `running`.
         condition: &'static str,
-        /// How long berth waited.
-        waited: Duration,
-        /// What the container was doing when berth gave up.
-        state: String,
-        /// `; last log lines: …`, or empty.
-        logs: String,
+        /// How long berth waited, in seconds.
+        waited_secs: u64,
+        /// What the container was doing when berth gave up, and its last log lines.
+        detail: String,
     },
     /// A dependency did not reach its condition in time, so the dependent service was not started.
     #[error(
         "host {host}: service {service} waits for {dependency} to be {condition}, which it was not within \
-         {waited:?} ({state}){logs}"
+         {waited_secs}s ({detail})"
     )]
     DependencyNotReady {
         /// Host.
@@ -118,12 +114,10 @@ pub enum StackError {
         dependency: String,
         /// `Started` or `Healthy`.
         condition: &'static str,
-        /// How long berth waited.
-        waited: Duration,
-        /// What the dependency was doing.
-        state: String,
-        /// `; last log lines: …`, or empty.
-        logs: String,
+        /// How long berth waited, in seconds.
+        waited_secs: u64,
+        /// What the dependency was doing, and its last log lines.
+        detail: String,
     },
     /// A replacement did not become ready and the previous configuration was put back.
     #[error(
@@ -163,7 +157,7 @@ pub enum StackError {
         operation: String,
         /// The client error.
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
     /// The finalizer helper failed.
     #[error("{0}")]

@@ -652,9 +652,8 @@ impl<'a> Executor<'a> {
                     service: svc.name.clone(),
                     container: name.to_string(),
                     condition,
-                    waited: round(started.elapsed()),
-                    state: what,
-                    logs: self.last_logs(id).await,
+                    waited_secs: round_secs(started.elapsed()),
+                    detail: format!("{what}{}", self.last_logs(id).await),
                 };
                 self.notify.note(Note::warning(ev::NOT_READY, "Wait", err.to_string()));
                 return Err(err);
@@ -700,9 +699,8 @@ impl<'a> Executor<'a> {
                     service: service.to_string(),
                     dependency: w.service.clone(),
                     condition: if healthy { "Healthy" } else { "Started" },
-                    waited: round(started.elapsed()),
-                    state: what,
-                    logs,
+                    waited_secs: round_secs(started.elapsed()),
+                    detail: format!("{what}{logs}"),
                 });
             }
             tokio::time::sleep(self.opts.poll_interval).await;
@@ -819,8 +817,8 @@ fn describe_state(state: ContainerState, health: Option<HealthState>, exit_code:
     }
 }
 
-fn round(d: Duration) -> Duration {
-    Duration::from_secs(d.as_secs_f64().round() as u64)
+fn round_secs(d: Duration) -> u64 {
+    d.as_secs_f64().round() as u64
 }
 
 /// Sums pull progress over layers and reports it at most once a second.
@@ -828,8 +826,11 @@ struct PullTracker<'a> {
     host: String,
     image: String,
     notify: &'a dyn Notify,
-    state: Mutex<(BTreeMap<String, (i64, i64)>, Option<Instant>)>,
+    state: Mutex<PullState>,
 }
+
+/// Bytes done and total per layer, and when progress was last reported.
+type PullState = (BTreeMap<String, (i64, i64)>, Option<Instant>);
 
 impl<'a> PullTracker<'a> {
     fn new(host: &str, image: &str, notify: &'a dyn Notify) -> Self {

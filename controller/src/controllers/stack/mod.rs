@@ -376,7 +376,10 @@ impl StackController {
         let api: Api<Stack> = Api::namespaced(self.ctx.client.clone(), stack.namespace_or_default());
         let updated =
             api.patch_status(stack.name(), &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(|source| {
-                StackError::Kube { operation: format!("writing the status of Stack {}", key(stack)), source }
+                StackError::Kube {
+                    operation: format!("writing the status of Stack {}", key(stack)),
+                    source: Box::new(source),
+                }
             })?;
         if let (Some(uid), Some(rv)) =
             (updated.metadata.uid.clone(), updated.metadata.resource_version.as_deref().and_then(|v| v.parse().ok()))
@@ -765,7 +768,7 @@ pub async fn plan_stack(ctx: &Context, stack: &Stack) -> Result<Vec<HostPlan>, P
     let host_objects = Api::<Host>::all(client.clone())
         .list(&Default::default())
         .await
-        .map_err(|source| StackError::Kube { operation: "listing Hosts".into(), source })?
+        .map_err(|source| StackError::Kube { operation: "listing Hosts".into(), source: Box::new(source) })?
         .items;
     let selected = hosts::selected_hosts(&stack.spec, host_objects.iter())?;
     let mut fetched = FetchedReferences::default();
@@ -773,17 +776,16 @@ pub async fn plan_stack(ctx: &Context, stack: &Stack) -> Result<Vec<HostPlan>, P
         let k = (ns.clone(), name.clone());
         match kind {
             RefKind::Secret => {
-                let got = Api::<Secret>::namespaced(client.clone(), &ns)
-                    .get_opt(&name)
-                    .await
-                    .map_err(|source| StackError::Kube { operation: format!("reading Secret {ns}/{name}"), source })?;
+                let got = Api::<Secret>::namespaced(client.clone(), &ns).get_opt(&name).await.map_err(|source| {
+                    StackError::Kube { operation: format!("reading Secret {ns}/{name}"), source: Box::new(source) }
+                })?;
                 if let Some(s) = got {
                     fetched.secrets.insert(k, s);
                 }
             }
             RefKind::ConfigMap => {
                 let got = Api::<ConfigMap>::namespaced(client.clone(), &ns).get_opt(&name).await.map_err(|source| {
-                    StackError::Kube { operation: format!("reading ConfigMap {ns}/{name}"), source }
+                    StackError::Kube { operation: format!("reading ConfigMap {ns}/{name}"), source: Box::new(source) }
                 })?;
                 if let Some(c) = got {
                     fetched.config_maps.insert(k, c);

@@ -17,11 +17,14 @@ use super::render::DesiredState;
 use crate::controllers::pool::HostHandle;
 use crate::docker::{ContainerState, ContainerSummary, DockerError, HealthState};
 
+/// When a reference was resolved (the listing it belongs to) and to which image id.
+type ImageResolution = (Instant, Option<String>);
+
 /// Caches shared by every reconcile of the Stack controller.
 #[derive(Debug, Default)]
 pub struct ObserveCaches {
     /// `(host, reference)` → the listing it was resolved for and the image id (`None`: absent).
-    images: Mutex<HashMap<(String, String), (Instant, Option<String>)>>,
+    images: Mutex<HashMap<(String, String), ImageResolution>>,
     /// Ids of containers Docker reported an event for since berth last inspected them.
     dirty: Mutex<HashSet<String>>,
 }

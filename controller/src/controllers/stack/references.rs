@@ -140,8 +140,8 @@ mod tests {
     #[test]
     fn fetched_references_read_data() {
         let mut r = FetchedReferences::default();
-        let mut secret = Secret::default();
-        secret.data = Some([("password".to_string(), ByteString(b"pw".to_vec()))].into());
+        let secret =
+            Secret { data: Some([("password".to_string(), ByteString(b"pw".to_vec()))].into()), ..Default::default() };
         r.secrets.insert(("ns".into(), "db".into()), secret);
         assert_eq!(r.secret("ns", "db", "password"), Some(b"pw".to_vec()));
         assert_eq!(r.secret("ns", "db", "other"), None);

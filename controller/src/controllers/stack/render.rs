@@ -467,8 +467,14 @@ fn secret_digest(key: &[u8], namespace: &str, name: &str, item: &str, value: &[u
     hex::encode(mac.finalize().into_bytes())
 }
 
-fn host_path_allowed(path: &str, allowed: &[String]) -> bool {
+/// Whether `path` lies under one of the `allowed` prefixes (whole path components: `/srv` allows
+/// `/srv/shop`, not `/srvx`).
+/// A path with `..` is never allowed, whatever it starts with (`/srv/../etc`).
+pub fn host_path_allowed(path: &str, allowed: &[String]) -> bool {
     let p = std::path::Path::new(path);
+    if p.components().any(|c| matches!(c, std::path::Component::ParentDir)) || !p.is_absolute() {
+        return false;
+    }
     allowed.iter().any(|prefix| p.starts_with(std::path::Path::new(prefix)))
 }
 

@@ -219,6 +219,8 @@ fn host_paths_must_be_allowed_by_the_operator() {
     assert!(render(&s, &ctx(&r, "default", &["/srv".to_string()])).is_ok());
     s.spec.services[1].mounts[0].host_path = Some("/srvx".into());
     assert!(render(&s, &ctx(&r, "default", &["/srv".to_string()])).is_err(), "prefixes match whole path components");
+    s.spec.services[1].mounts[0].host_path = Some("/srv/../etc".into());
+    assert!(render(&s, &ctx(&r, "default", &["/srv".to_string()])).is_err(), "no way out of an allowed prefix");
 }
 
 /// A service that sets every field that enters the hash.
