@@ -452,6 +452,15 @@ impl StackController {
             .map(|c| (c.container_id.clone(), c.restarts))
             .collect();
 
+        // A rollout is about to start: say so before it runs (health waits can take a minute).
+        let mut old = old;
+        if matches!(mode, Mode::Apply { .. }) && !previously_applied {
+            let starting = status::rolling_out(&old, stack.metadata.generation, selected.len(), now());
+            if self.write_status(stack, &old, &starting).await.is_ok() {
+                old = starting;
+            }
+        }
+
         // Every host in parallel; while it runs, long pulls show in the Progressing condition.
         let passes = futures::future::join_all(selected.iter().map(|host| {
             reconcile_host(&self.pass, &uid, &desired, host, &mode, previously_applied, &known_restarts, &notify)

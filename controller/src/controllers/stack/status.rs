@@ -483,6 +483,28 @@ pub fn build(old: &StackStatus, input: &StatusInput<'_>) -> StackStatus {
     s
 }
 
+/// The status shown while a changed desired state is being rolled out (before the pass says
+/// how it went): `Progressing`, and not `Ready` for the new generation yet. Unchanged when the
+/// Stack already shows a rollout in progress.
+pub fn rolling_out(old: &StackStatus, generation: Option<i64>, hosts: usize, now: Time) -> StackStatus {
+    let progressing =
+        old.conditions.iter().any(|c| c.type_ == condition::PROGRESSING && c.status == ConditionStatus::True);
+    if progressing && old.phase == Some(StackPhase::Progressing) && old.observed_generation == generation {
+        return old.clone();
+    }
+    let mut s = old.clone();
+    s.observed_generation = generation;
+    s.phase = Some(StackPhase::Progressing);
+    let message = format!("applying generation {} on {hosts} host(s)", generation.unwrap_or(0));
+    set_condition(
+        &mut s.conditions,
+        cond(condition::PROGRESSING, true, "Applying", message.clone(), generation),
+        now.clone(),
+    );
+    set_condition(&mut s.conditions, cond(condition::READY, false, "Progressing", message, generation), now);
+    s
+}
+
 /// The status a Stack being deleted shows: phase `Deleting`, and, when a host blocks the
 /// removal, why.
 pub fn deleting(old: &StackStatus, generation: Option<i64>, blocked: Option<&StackError>, now: Time) -> StackStatus {
