@@ -144,7 +144,16 @@ impl Notify for StackNotify {
 }
 
 /// Publishes events in order; failures are logged, never fatal.
-async fn publish_events(recorder: Recorder, mut rx: mpsc::UnboundedReceiver<(ObjectReference, Note)>) {
+///
+/// kube-runtime's `Recorder` folds events with the same reason into one series whatever their
+/// note, which would turn "created web-0" and "created db-0" into one event; here each distinct
+/// note gets its own recorder, so only true repetitions become a series.
+async fn publish_events(
+    client: kube::Client,
+    reporter: Reporter,
+    mut rx: mpsc::UnboundedReceiver<(ObjectReference, Note)>,
+) {
+    let mut recorders: HashMap<String, Recorder> = HashMap::new();
     while let Some((reference, note)) = rx.recv().await {
         let mut message = note.message;
         if message.len() > 1000 {
@@ -154,6 +163,12 @@ async fn publish_events(recorder: Recorder, mut rx: mpsc::UnboundedReceiver<(Obj
             }
             message.truncate(cut);
         }
+        let key =
+            format!("{}|{}|{}|{message}", reference.uid.as_deref().unwrap_or_default(), note.warning, note.reason);
+        if recorders.len() > 2048 {
+            recorders.clear();
+        }
+        let recorder = recorders.entry(key).or_insert_with(|| Recorder::new(client.clone(), reporter.clone()));
         let event = KubeEvent {
             type_: if note.warning { EventType::Warning } else { EventType::Normal },
             reason: note.reason.to_string(),
@@ -206,7 +221,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
 
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let reporter = Reporter { controller: CONTROLLER_NAME.into(), instance: Some(ctx.instance.clone()) };
-    let publisher = tokio::spawn(publish_events(Recorder::new(client.clone(), reporter), events_rx));
+    let publisher = tokio::spawn(publish_events(client.clone(), reporter, events_rx));
 
     let sc = Arc::new(StackController {
         pass: PassContext::new(ctx.pool.clone(), &ctx.instance),
