@@ -131,6 +131,16 @@ fn parse_endpoint(endpoint: &str) -> DockerResult<Transport> {
         if rest.is_empty() {
             return Err(invalid("ssh:// needs user@host, e.g. ssh://deploy@10.0.0.5"));
         }
+        // bollard 0.21 hands `user@host:port` to ssh as the destination, where the port is not
+        // understood; ssh's own configuration can carry it.
+        let host = rest.split('/').next().unwrap_or(rest);
+        let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+        if host.rsplit_once(':').is_some_and(|(_, p)| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())) {
+            return Err(invalid(
+                "ssh:// endpoints cannot carry a port; add a Host entry with HostName and Port to the ssh \
+                 configuration of the user running berth (~/.ssh/config) and use ssh://user@that-host",
+            ));
+        }
         return Ok(Transport::Ssh { addr: endpoint.to_string() });
     }
     Err(invalid("unsupported scheme; use unix:///path/to/docker.sock, tcp://host:port or ssh://user@host"))
@@ -716,7 +726,7 @@ impl LogSplitter {
 fn container_summary_from_listing(c: bollard::models::ContainerSummary) -> ContainerSummary {
     let name =
         c.names.as_ref().and_then(|n| n.first()).map(|n| n.trim_start_matches('/').to_string()).unwrap_or_default();
-    let state = c.state.map(|s| ContainerState::parse(&s.to_string())).unwrap_or(ContainerState::Dead);
+    let state = c.state.map(|s| ContainerState::parse(s.as_ref())).unwrap_or(ContainerState::Dead);
     let health = c.status.as_deref().and_then(parse_health_from_status);
     let mut ports: Vec<PublishedPort> = c
         .ports
@@ -750,9 +760,9 @@ fn container_details_from_inspect(c: bollard::models::ContainerInspectResponse) 
     let id = c.id.unwrap_or_default();
     let config = c.config.unwrap_or_default();
     let state_info = c.state.unwrap_or_default();
-    let state = state_info.status.map(|s| ContainerState::parse(&s.to_string())).unwrap_or(ContainerState::Dead);
+    let state = state_info.status.map(|s| ContainerState::parse(s.as_ref())).unwrap_or(ContainerState::Dead);
     let health = if state == ContainerState::Running {
-        state_info.health.as_ref().and_then(|h| h.status).and_then(|s| parse_health_status(&s.to_string()))
+        state_info.health.as_ref().and_then(|h| h.status).and_then(|s| parse_health_status(s.as_ref()))
     } else {
         None
     };
@@ -869,7 +879,7 @@ impl DockerApi for BollardDocker {
                     status: 400,
                     message,
                 })?;
-                self.call("create", &what, self.timeouts.call, self.docker.create_container(Some(options), body))
+                self.call("create", what, self.timeouts.call, self.docker.create_container(Some(options), body))
                     .await
                     .map_err(|e| scrub_error(e, &spec.env))
             }
@@ -1308,6 +1318,8 @@ mod tests {
         for (endpoint, expected) in ok {
             assert_eq!(parse_endpoint(endpoint).unwrap(), expected, "{endpoint}");
         }
+        let err = parse_endpoint("ssh://deploy@h1:2222").unwrap_err();
+        assert!(err.to_string().contains("~/.ssh/config"), "{err}");
         for bad in ["ftp://x", "unix://", "tcp://", "ssh://", "docker.example:2375"] {
             let err = parse_endpoint(bad).unwrap_err();
             assert!(matches!(err, DockerError::InvalidEndpoint { .. }), "{bad}: {err}");
@@ -1458,124 +1470,33 @@ mod tests {
     }
 
     /// Field names of the API 1.41 (Docker 20.10) create request, per object.
+    #[rustfmt::skip]
     const API_1_41_CONFIG: &[&str] = &[
-        "Hostname",
-        "Domainname",
-        "User",
-        "AttachStdin",
-        "AttachStdout",
-        "AttachStderr",
-        "ExposedPorts",
-        "Tty",
-        "OpenStdin",
-        "StdinOnce",
-        "Env",
-        "Cmd",
-        "Healthcheck",
-        "ArgsEscaped",
-        "Image",
-        "Volumes",
-        "WorkingDir",
-        "Entrypoint",
-        "NetworkDisabled",
-        "MacAddress",
-        "OnBuild",
-        "Labels",
-        "StopSignal",
-        "StopTimeout",
-        "Shell",
-        "HostConfig",
-        "NetworkingConfig",
+        "Hostname", "Domainname", "User", "AttachStdin", "AttachStdout", "AttachStderr", "ExposedPorts", "Tty",
+        "OpenStdin", "StdinOnce", "Env", "Cmd", "Healthcheck", "ArgsEscaped", "Image", "Volumes", "WorkingDir",
+        "Entrypoint", "NetworkDisabled", "MacAddress", "OnBuild", "Labels", "StopSignal", "StopTimeout", "Shell",
+        "HostConfig", "NetworkingConfig",
     ];
+    #[rustfmt::skip]
     const API_1_41_HOST_CONFIG: &[&str] = &[
-        "CpuShares",
-        "Memory",
-        "CgroupParent",
-        "BlkioWeight",
-        "BlkioWeightDevice",
-        "BlkioDeviceReadBps",
-        "BlkioDeviceWriteBps",
-        "BlkioDeviceReadIOps",
-        "BlkioDeviceWriteIOps",
-        "CpuPeriod",
-        "CpuQuota",
-        "CpuRealtimePeriod",
-        "CpuRealtimeRuntime",
-        "CpusetCpus",
-        "CpusetMems",
-        "Devices",
-        "DeviceCgroupRules",
-        "DeviceRequests",
-        "KernelMemory",
-        "KernelMemoryTCP",
-        "MemoryReservation",
-        "MemorySwap",
-        "MemorySwappiness",
-        "NanoCpus",
-        "OomKillDisable",
-        "Init",
-        "PidsLimit",
-        "Ulimits",
-        "CpuCount",
-        "CpuPercent",
-        "IOMaximumIOps",
-        "IOMaximumBandwidth",
-        "Binds",
-        "ContainerIDFile",
-        "LogConfig",
-        "NetworkMode",
-        "PortBindings",
-        "RestartPolicy",
-        "AutoRemove",
-        "VolumeDriver",
-        "VolumesFrom",
-        "Mounts",
-        "CapAdd",
-        "CapDrop",
-        "CgroupnsMode",
-        "Dns",
-        "DnsOptions",
-        "DnsSearch",
-        "ExtraHosts",
-        "GroupAdd",
-        "IpcMode",
-        "Cgroup",
-        "Links",
-        "OomScoreAdj",
-        "PidMode",
-        "Privileged",
-        "PublishAllPorts",
-        "ReadonlyRootfs",
-        "SecurityOpt",
-        "StorageOpt",
-        "Tmpfs",
-        "UTSMode",
-        "UsernsMode",
-        "ShmSize",
-        "Sysctls",
-        "Runtime",
-        "ConsoleSize",
-        "Isolation",
-        "MaskedPaths",
-        "ReadonlyPaths",
+        "CpuShares", "Memory", "CgroupParent", "BlkioWeight", "BlkioWeightDevice", "BlkioDeviceReadBps",
+        "BlkioDeviceWriteBps", "BlkioDeviceReadIOps", "BlkioDeviceWriteIOps", "CpuPeriod", "CpuQuota",
+        "CpuRealtimePeriod", "CpuRealtimeRuntime", "CpusetCpus", "CpusetMems", "Devices", "DeviceCgroupRules",
+        "DeviceRequests", "KernelMemory", "KernelMemoryTCP", "MemoryReservation", "MemorySwap", "MemorySwappiness",
+        "NanoCpus", "OomKillDisable", "Init", "PidsLimit", "Ulimits", "CpuCount", "CpuPercent", "IOMaximumIOps",
+        "IOMaximumBandwidth", "Binds", "ContainerIDFile", "LogConfig", "NetworkMode", "PortBindings", "RestartPolicy",
+        "AutoRemove", "VolumeDriver", "VolumesFrom", "Mounts", "CapAdd", "CapDrop", "CgroupnsMode", "Dns",
+        "DnsOptions", "DnsSearch", "ExtraHosts", "GroupAdd", "IpcMode", "Cgroup", "Links", "OomScoreAdj", "PidMode",
+        "Privileged", "PublishAllPorts", "ReadonlyRootfs", "SecurityOpt", "StorageOpt", "Tmpfs", "UTSMode",
+        "UsernsMode", "ShmSize", "Sysctls", "Runtime", "ConsoleSize", "Isolation", "MaskedPaths", "ReadonlyPaths",
     ];
     const API_1_41_HEALTHCHECK: &[&str] = &["Test", "Interval", "Timeout", "Retries", "StartPeriod"];
     const API_1_41_MOUNT: &[&str] =
         &["Target", "Source", "Type", "ReadOnly", "Consistency", "BindOptions", "VolumeOptions", "TmpfsOptions"];
+    #[rustfmt::skip]
     const API_1_41_ENDPOINT: &[&str] = &[
-        "IPAMConfig",
-        "Links",
-        "Aliases",
-        "NetworkID",
-        "EndpointID",
-        "Gateway",
-        "IPAddress",
-        "IPPrefixLen",
-        "IPv6Gateway",
-        "GlobalIPv6Address",
-        "GlobalIPv6PrefixLen",
-        "MacAddress",
-        "DriverOpts",
+        "IPAMConfig", "Links", "Aliases", "NetworkID", "EndpointID", "Gateway", "IPAddress", "IPPrefixLen",
+        "IPv6Gateway", "GlobalIPv6Address", "GlobalIPv6PrefixLen", "MacAddress", "DriverOpts",
     ];
 
     fn keys_within(v: &serde_json::Value, allowed: &[&str], at: &str) {
