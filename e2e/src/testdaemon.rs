@@ -25,8 +25,10 @@ pub const DEFAULT_IMAGE: &str = "berth-e2e/busybox:latest";
 
 /// Slots available (one /30 each in 10.211.0.0/16).
 const SLOTS: u32 = 1024;
-/// The daemon's port inside its namespace.
+/// The daemon's port inside its namespace (plain HTTP).
 const PORT: u16 = 2375;
+/// The daemon's port with TLS (client certificates required).
+const TLS_PORT: u16 = 2376;
 /// Metric of the per-slot `unreachable` route: while the veth is down (a cut), connections to
 /// the daemon fail at once with "no route to host" instead of leaving through the default route.
 const FALLBACK_METRIC: &str = "4242";
@@ -38,8 +40,20 @@ const FALLBACK_METRIC: &str = "4242";
 pub struct TestDaemon {
     slot: u32,
     dir: PathBuf,
+    tls: bool,
     child: Option<Child>,
     _lock: File,
+}
+
+/// The client side of a TLS test daemon: PEM files under its directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientTls {
+    /// The CA that signed the daemon's certificate.
+    pub ca: PathBuf,
+    /// A client certificate the daemon accepts.
+    pub cert: PathBuf,
+    /// Its key.
+    pub key: PathBuf,
 }
 
 impl std::fmt::Debug for TestDaemon {
@@ -89,11 +103,24 @@ impl TestDaemon {
 
     /// Starts a daemon, loading `image` from the machine's daemon when given.
     pub fn start_with_image(image: Option<&str>) -> Result<Self> {
+        Self::start_with(image, false)
+    }
+
+    /// Starts a daemon that speaks only TLS and requires a client certificate signed by its own
+    /// throw-away CA (see [`TestDaemon::client_tls`]), with [`DEFAULT_IMAGE`] loaded.
+    pub fn start_tls() -> Result<Self> {
+        Self::start_with(Some(DEFAULT_IMAGE), true)
+    }
+
+    fn start_with(image: Option<&str>, tls: bool) -> Result<Self> {
         let (slot, lock) = claim_slot()?;
         let dir = slot_dir(slot);
         fs::create_dir_all(dir.join("data"))?;
         fs::write(dir.join("daemon.json"), "{}\n")?;
-        let mut daemon = TestDaemon { slot, dir, child: None, _lock: lock };
+        let mut daemon = TestDaemon { slot, dir, tls, child: None, _lock: lock };
+        if tls {
+            daemon.write_certificates()?;
+        }
         daemon.setup_network()?;
         daemon.spawn_and_wait()?;
         if let Some(image) = image {
@@ -102,9 +129,47 @@ impl TestDaemon {
         Ok(daemon)
     }
 
-    /// `tcp://ADDR:2375`.
+    /// `tcp://ADDR:2375` (or `:2376` with TLS).
     pub fn endpoint(&self) -> String {
-        format!("tcp://{}:{PORT}", self.addr())
+        format!("tcp://{}:{}", self.addr(), self.port())
+    }
+
+    fn port(&self) -> u16 {
+        if self.tls { TLS_PORT } else { PORT }
+    }
+
+    /// The client's TLS files, for a daemon started with [`TestDaemon::start_tls`].
+    pub fn client_tls(&self) -> Option<ClientTls> {
+        let t = self.dir.join("tls");
+        self.tls.then(|| ClientTls { ca: t.join("ca.pem"), cert: t.join("cert.pem"), key: t.join("key.pem") })
+    }
+
+    /// A CA, a server certificate for the daemon's address and a client certificate.
+    fn write_certificates(&self) -> Result<()> {
+        use rcgen::{
+            BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+        };
+        let t = self.dir.join("tls");
+        fs::create_dir_all(&t)?;
+        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(DnType::CommonName, "berth test daemon CA");
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
+        fs::write(t.join("ca.pem"), ca.pem())?;
+
+        let mut server = CertificateParams::new(vec![self.addr().to_string()])?;
+        server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let server_key = KeyPair::generate()?;
+        fs::write(t.join("server-cert.pem"), server.signed_by(&server_key, &ca)?.pem())?;
+        fs::write(t.join("server-key.pem"), server_key.serialize_pem())?;
+
+        let mut client = CertificateParams::new(Vec::<String>::new())?;
+        client.distinguished_name.push(DnType::CommonName, "berth e2e client");
+        client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let client_key = KeyPair::generate()?;
+        fs::write(t.join("cert.pem"), client.signed_by(&client_key, &ca)?.pem())?;
+        fs::write(t.join("key.pem"), client_key.serialize_pem())?;
+        Ok(())
     }
 
     /// The daemon's address (inside its namespace).
@@ -147,8 +212,29 @@ impl TestDaemon {
     /// A `docker` command talking to this daemon.
     pub fn cli(&self) -> Command {
         let mut c = Command::new("docker");
+        if let Some(tls) = self.client_tls() {
+            c.arg("--tlsverify")
+                .arg("--tlscacert")
+                .arg(tls.ca)
+                .arg("--tlscert")
+                .arg(tls.cert)
+                .arg("--tlskey")
+                .arg(tls.key);
+        }
         c.arg("-H").arg(self.endpoint()).stdin(Stdio::null());
         c
+    }
+
+    /// Whether the daemon answers.
+    fn answers(&self) -> bool {
+        if self.tls {
+            self.cli()
+                .args(["version", "--format", "{{.Server.APIVersion}}"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        } else {
+            ping(self.addr())
+        }
     }
 
     /// The daemon's log so far (for failure messages).
@@ -225,15 +311,29 @@ impl TestDaemon {
     fn spawn_and_wait(&mut self) -> Result<()> {
         let d = &self.dir;
         let log = File::create(d.join("dockerd.log")).context("creating the dockerd log")?;
-        let child = Command::new("nsenter")
+        let mut command = Command::new("nsenter");
+        command
             .arg(format!("--net=/var/run/netns/{}", self.netns()))
             .arg("dockerd")
             .arg("--config-file")
             .arg(d.join("daemon.json"))
             .arg("-H")
-            .arg(self.endpoint())
+            .arg(self.endpoint());
+        if self.tls {
+            let t = d.join("tls");
+            command
+                .arg("--tlsverify")
+                .arg("--tlscacert")
+                .arg(t.join("ca.pem"))
+                .arg("--tlscert")
+                .arg(t.join("server-cert.pem"))
+                .arg("--tlskey")
+                .arg(t.join("server-key.pem"));
+        } else {
             // Explicit: without it dockerd delays start-up to warn about plain TCP.
-            .arg("--tls=false")
+            command.arg("--tls=false");
+        }
+        let child = command
             .arg("--data-root")
             .arg(d.join("data"))
             .arg("--exec-root")
@@ -253,7 +353,7 @@ impl TestDaemon {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
-            if ping(self.addr()) {
+            if self.answers() {
                 return Ok(());
             }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use berth::docker::bollard_impl::{BollardDocker, Timeouts};
-use berth::docker::{ContainerSpec, ContainerState, DockerApi, LabelFilter};
+use berth::docker::{ContainerSpec, ContainerState, DockerApi, DockerError, LabelFilter, TlsFiles};
 use berth_e2e::testdaemon::{DEFAULT_IMAGE, TestDaemon};
 use futures::StreamExt;
 
@@ -75,7 +75,7 @@ async fn extra_daemon_serves_is_cut_restored_stopped_and_restarted() {
     tokio::task::block_in_place(|| td.stop()).unwrap();
     assert!(!td.is_running());
     let err = tokio::time::timeout(bound, d.ping()).await.expect("ping gives up in time").unwrap_err();
-    assert!(matches!(err, berth::docker::DockerError::Unreachable { .. }), "{err}");
+    assert!(matches!(err, DockerError::Unreachable { .. }), "{err}");
     tokio::task::block_in_place(|| td.restart()).unwrap();
     let c = eventually("the container to run again", async || {
         let c = d.inspect_container(&name).await.ok()?;
@@ -90,4 +90,35 @@ async fn extra_daemon_serves_is_cut_restored_stopped_and_restarted() {
     assert!(!Path::new(&format!("/proc/{pid}")).exists(), "the daemon is gone");
     assert!(!dir.exists(), "{} removed", dir.display());
     assert!(!Path::new(&format!("/var/run/netns/{netns}")).exists(), "namespace {netns} removed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_daemon_takes_the_client_certificate_and_refuses_plain_http() {
+    let td = tokio::task::block_in_place(TestDaemon::start_tls).expect("starting a TLS test daemon (needs root)");
+    let files = td.client_tls().unwrap();
+    let tls = TlsFiles {
+        ca_file: Some(files.ca.to_string_lossy().into_owned()),
+        cert_file: Some(files.cert.to_string_lossy().into_owned()),
+        key_file: Some(files.key.to_string_lossy().into_owned()),
+    };
+    let d = BollardDocker::connect(&td.endpoint(), Some(&tls)).await.expect("TLS with the client certificate");
+    d.ping().await.unwrap();
+    assert_eq!(d.info().await.unwrap().api_version, "1.41");
+    let image = d.inspect_image(DEFAULT_IMAGE).await.unwrap().expect("the image was loaded");
+    assert!(image.id.starts_with("sha256:"));
+
+    // Plain HTTP to a TLS daemon says what is missing.
+    let err = BollardDocker::connect(&td.endpoint(), None).await.unwrap_err();
+    assert!(matches!(err, DockerError::InvalidEndpoint { .. }), "{err}");
+    assert!(err.to_string().contains("TLS"), "{err}");
+    // Another CA's view of the daemon: the handshake fails, says why, and is not taken for an
+    // outage.
+    let stranger = tempfile::tempdir().unwrap();
+    let ca = stranger.path().join("ca.pem");
+    let other = rcgen::generate_simple_self_signed(vec!["x".to_string()]).unwrap();
+    std::fs::write(&ca, other.cert.pem()).unwrap();
+    let wrong_ca = TlsFiles { ca_file: Some(ca.to_string_lossy().into_owned()), ..tls.clone() };
+    let err = BollardDocker::connect(&td.endpoint(), Some(&wrong_ca)).await.unwrap_err();
+    assert!(matches!(err, DockerError::InvalidEndpoint { .. }), "{err}");
+    assert!(err.to_string().contains("UnknownIssuer"), "{err}");
 }

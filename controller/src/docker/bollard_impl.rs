@@ -215,6 +215,15 @@ impl BollardDocker {
         };
         let negotiated = match tokio::time::timeout(timeouts.call, docker.negotiate_version()).await {
             Ok(Ok(d)) => d,
+            Ok(Err(BollardError::DockerResponseServerError { status_code: 400, message }))
+                if message.contains("HTTPS server") =>
+            {
+                return Err(DockerError::InvalidEndpoint {
+                    endpoint: endpoint.to_string(),
+                    message: "the daemon speaks TLS: give the CA certificate, client certificate and client key files"
+                        .into(),
+                });
+            }
             Ok(Err(e)) => return Err(map_error(endpoint, "negotiate API version with", "daemon", timeouts.call, e)),
             Err(_) => {
                 return Err(DockerError::Timeout {
@@ -378,7 +387,19 @@ fn map_error(endpoint: &str, verb: &str, what: &str, limit: Duration, e: Bollard
         | BollardError::HyperResponseError { .. }
         | BollardError::IOError { .. }
         | BollardError::SocketNotFoundError(_)) => {
-            DockerError::Unreachable { endpoint: endpoint.to_string(), message: error_chain(&e) }
+            let message = error_chain(&e);
+            if is_tls_refusal(&message) {
+                // The daemon answered but one side refused the other's certificate: waiting will
+                // not help, the TLS files must change.
+                DockerError::InvalidEndpoint {
+                    endpoint: endpoint.to_string(),
+                    message: format!(
+                        "TLS handshake failed: {message}; check the CA, client certificate and key files of this host"
+                    ),
+                }
+            } else {
+                DockerError::Unreachable { endpoint: endpoint.to_string(), message }
+            }
         }
         e @ (BollardError::CertPathError { .. }
         | BollardError::CertMultipleKeys { .. }
@@ -392,6 +413,11 @@ fn map_error(endpoint: &str, verb: &str, what: &str, limit: Duration, e: Bollard
         // status to report.
         other => DockerError::Api { operation, status: 0, message: error_chain(&other) },
     }
+}
+
+/// Whether a transport error is rustls refusing a certificate (ours or the daemon's).
+fn is_tls_refusal(message: &str) -> bool {
+    message.contains("invalid peer certificate") || message.contains("received fatal alert")
 }
 
 /// Removes environment values from a message Docker returned for a create call (Docker quotes
