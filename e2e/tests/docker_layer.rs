@@ -10,10 +10,10 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use berth::docker::bollard_impl::BollardDocker;
+use berth::docker::bollard_impl::{BollardConnector, BollardDocker};
 use berth::docker::{
-    ContainerSpec, ContainerState, DockerApi, DockerError, HealthState, Healthcheck, LogLine, LogOptions, LogStream,
-    Mount, NetworkJoin, NetworkSpec, PortMapping, VolumeSpec, local_endpoint,
+    Connector, ContainerSpec, ContainerState, DockerApi, DockerError, HealthState, Healthcheck, LogLine, LogOptions,
+    LogStream, Mount, NetworkJoin, NetworkSpec, PortMapping, VolumeSpec, local_endpoint,
 };
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -99,6 +99,15 @@ impl Drop for Cleanup {
     }
 }
 
+/// Removes an image tag when dropped.
+struct RemoveImage(String);
+
+impl Drop for RemoveImage {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").args(["rmi", "-f", &self.0]).output();
+    }
+}
+
 /// Polls `probe` until it yields a value; generous deadline for a loaded machine.
 async fn eventually<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -144,7 +153,9 @@ fn texts(lines: &[LogLine], stream: LogStream) -> Vec<String> {
 
 #[tokio::test]
 async fn ping_and_info_report_the_negotiated_api_version() {
-    let d = local().await;
+    ensure_image();
+    let d = BollardConnector::default().connect(&local_endpoint(), None).await.unwrap();
+    assert_eq!(d.endpoint(), local_endpoint());
     d.ping().await.unwrap();
     let facts = d.info().await.unwrap();
     // The daemon here (20.10) is older than bollard's default, so the negotiated version is the
@@ -529,6 +540,15 @@ async fn images_inspect_and_failed_pull() {
     assert_eq!(image.id, docker(&["image", "inspect", "--format", "{{.Id}}", IMAGE]));
     assert!(!image.has_healthcheck);
     assert_eq!(d.inspect_image("berth-e2e/missing:1").await.unwrap(), None);
+
+    // An image declaring a health check, built from the local one (no registry needed).
+    let tag = format!("berth-e2e/health-{}:1", suffix());
+    let _remove = RemoveImage(tag.clone());
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(ctx.path().join("Dockerfile"), format!("FROM {IMAGE}\nHEALTHCHECK --interval=5s CMD true\n"))
+        .unwrap();
+    docker(&["build", "-q", "-t", &tag, &ctx.path().to_string_lossy()]);
+    assert!(d.inspect_image(&tag).await.unwrap().expect("just built").has_healthcheck);
 
     // No registry is reachable here: the pull must fail with Docker's reason, not hang.
     let reference = format!("berth-e2e/does-not-exist-{}:1", suffix());
