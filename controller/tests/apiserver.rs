@@ -22,7 +22,7 @@ struct Env {
 
 fn env_with(opts: StoreOptions) -> Env {
     let dir = tempfile::tempdir().unwrap();
-    let store = open_store(&dir.path().join("store"), opts).unwrap();
+    let store = open_store(dir.path().join("store"), opts).unwrap();
     let mut state = ApiState::new(store);
     state.bookmark_interval = Duration::from_millis(200);
     let client = Client::new(apiserver::router(state.clone()), "default");

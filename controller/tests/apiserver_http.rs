@@ -18,7 +18,7 @@ const VIEWER: &str = "viewer-token-0123456789";
 
 fn setup() -> (tempfile::TempDir, ApiState) {
     let dir = tempfile::tempdir().unwrap();
-    let store = open_store(&dir.path().join("store"), StoreOptions::default()).unwrap();
+    let store = open_store(dir.path().join("store"), StoreOptions::default()).unwrap();
     (dir, ApiState::new(store))
 }
 
