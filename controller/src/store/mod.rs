@@ -110,7 +110,8 @@ pub struct ListResult {
     pub resource_version: u64,
     /// Set when more items match: pass it as [`ListOptions::continue_token`] for the next page.
     pub continue_token: Option<String>,
-    /// How many matching items follow this page (set with [`Self::continue_token`]).
+    /// How many items follow this page: set with [`Self::continue_token`] when no selector
+    /// filtered the list (as in Kubernetes).
     pub remaining_item_count: Option<u64>,
 }
 

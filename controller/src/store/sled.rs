@@ -598,7 +598,10 @@ impl Store for SledStore {
             ),
             _ => None,
         };
-        let remaining_item_count = continue_token.as_ref().map(|_| remaining);
+        // As in Kubernetes, the count is only given for unfiltered lists.
+        let filtered = opts.label_selector.as_ref().is_some_and(|s| !s.is_empty())
+            || opts.field_selector.as_ref().is_some_and(|s| !s.is_empty());
+        let remaining_item_count = continue_token.as_ref().filter(|_| !filtered).map(|_| remaining);
         Ok(ListResult { items, resource_version: snapshot, continue_token, remaining_item_count })
     }
 
