@@ -21,6 +21,7 @@ mod watch;
 #[cfg(test)]
 mod tests;
 
+pub use self::commit::CommitStats;
 pub use self::selector::{FieldSelector, LabelSelector, SelectorError};
 pub use self::sled::SledStore;
 
