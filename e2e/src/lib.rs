@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::Value;
@@ -24,8 +24,30 @@ fn profile_dir() -> Result<PathBuf> {
     dir.map(Path::to_path_buf).ok_or_else(|| anyhow!("cannot find the target directory from {}", exe.display()))
 }
 
-/// The `berth` binary: `$BERTH_BIN` if set, else `berth` next to this test's target directory,
-/// built (once per test process) with `cargo build -p berth` so it is never stale.
+/// The newest modification time of the files `berth` is built from.
+fn newest_source(workspace: &Path) -> Option<SystemTime> {
+    fn walk(path: &Path, newest: &mut Option<SystemTime>) {
+        let Ok(meta) = std::fs::metadata(path) else { return };
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(path).into_iter().flatten().flatten() {
+                walk(&entry.path(), newest);
+            }
+        } else if let Ok(m) = meta.modified() {
+            *newest = (*newest).max(Some(m));
+        }
+    }
+    let mut newest = None;
+    for p in ["Cargo.lock", "Cargo.toml", "controller/Cargo.toml", "controller/src", "crds/Cargo.toml", "crds/src"] {
+        walk(&workspace.join(p), &mut newest);
+    }
+    newest
+}
+
+/// The `berth` binary: `$BERTH_BIN` if set, else `berth` in this test's target directory. It is
+/// built with `cargo build -p berth` (once per test process) when missing or older than its
+/// sources. Under `cargo test --workspace` cargo has just built it (the `berth` package has
+/// integration tests), and building it again would only resolve features differently and flip
+/// shared artifacts back and forth.
 pub fn berth_binary() -> Result<PathBuf> {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     if let Some(bin) = std::env::var_os("BERTH_BIN") {
@@ -34,6 +56,12 @@ pub fn berth_binary() -> Result<PathBuf> {
     BUILT
         .get_or_init(|| {
             let dir = profile_dir().map_err(|e| format!("{e:#}"))?;
+            let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+            let bin = dir.join("berth");
+            let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
+            if built.is_some() && built >= newest_source(&workspace) {
+                return Ok(bin);
+            }
             let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
             cargo.args(["build", "-p", "berth", "--bin", "berth"]);
             if dir.file_name().is_some_and(|n| n == "release") {
@@ -42,7 +70,6 @@ pub fn berth_binary() -> Result<PathBuf> {
             if let Some(target) = dir.parent() {
                 cargo.arg("--target-dir").arg(target);
             }
-            let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
             let status = cargo
                 .current_dir(&workspace)
                 .status()
@@ -50,7 +77,6 @@ pub fn berth_binary() -> Result<PathBuf> {
             if !status.success() {
                 return Err(format!("cargo build -p berth failed ({status}); set BERTH_BIN to a built berth"));
             }
-            let bin = dir.join("berth");
             if bin.exists() { Ok(bin) } else { Err(format!("cargo build -p berth did not produce {}", bin.display())) }
         })
         .clone()
