@@ -555,3 +555,66 @@ async fn a_missing_secret_stalls_until_it_is_created() {
     Api::<Secret>::namespaced(e.client.clone(), "default").create(&PostParams::default(), &secret).await.unwrap();
     wait_for(&e, "late", "Ready", is_ready).await;
 }
+
+#[tokio::test]
+async fn a_host_no_longer_selected_is_cleaned_up() {
+    let e = env().await;
+    let edge = FakeDocker::new("fake:///edge");
+    edge.add_image(IMAGE);
+    e.pool.set_connected("edge", Arc::new(edge.clone()));
+    let mut s = Stack::new("multi", StackSpec { services: vec![service("web")], ..Default::default() });
+    s.spec.hosts =
+        Some(berth_crds::stack::HostSelection { names: vec!["local".into(), "edge".into()], selector: None });
+    create(&e, &s).await;
+    let st = wait_for(&e, "multi", "Ready on both hosts", is_ready).await;
+    assert_eq!(status(&st).hosts_ready.as_deref(), Some("2/2"));
+    assert!(edge.container("multi-web-0").is_some() && e.fake.container("multi-web-0").is_some());
+    let api = Api::<Stack>::namespaced(e.client.clone(), "default");
+    api.patch("multi", &PatchParams::default(), &Patch::Merge(json!({"spec": {"hosts": {"names": ["local"]}}})))
+        .await
+        .unwrap();
+    let st = wait_for(&e, "multi", "Ready on local only", |s| is_ready(s) && s.metadata.generation == Some(2)).await;
+    assert_eq!(status(&st).hosts.iter().map(|h| h.host.as_str()).collect::<Vec<_>>(), ["local"]);
+    assert!(edge.containers().is_empty(), "{:?}", edge.containers().keys());
+    assert!(e.fake.container("multi-web-0").is_some());
+}
+
+#[tokio::test]
+async fn plan_stack_shows_what_a_reconcile_would_do_without_doing_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path().join("store"), StoreOptions::default()).unwrap();
+    let client = Client::new(apiserver::router(ApiState::new(store)), "default");
+    let fake = FakeDocker::new("fake:///local");
+    fake.add_image(IMAGE);
+    let pool = Arc::new(HostPool::new());
+    pool.set_connected("local", Arc::new(fake.clone()));
+    let ctx = Context {
+        client: client.clone(),
+        config: Arc::new(OperatorConfig::default()),
+        instance: INSTANCE.into(),
+        hash_key: b"k".to_vec(),
+        pool,
+        connector: Arc::new(FakeConnector::new()),
+        metrics: Arc::new(Metrics::new()),
+    };
+    let created = Api::<Stack>::namespaced(client, "default")
+        .create(&PostParams::default(), &three_services("shop"))
+        .await
+        .unwrap();
+    let plans = stack::plan_stack(&ctx, &created).await.unwrap();
+    assert_eq!(plans.len(), 1);
+    assert_eq!(plans[0].host, "local");
+    let json = serde_json::to_value(&plans[0]).unwrap();
+    let actions: Vec<String> = plans[0]
+        .steps
+        .iter()
+        .flat_map(|s| s.actions.iter())
+        .map(|a| serde_json::to_value(a).unwrap()["action"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(actions.iter().filter(|a| *a == "create").count(), 3, "{json:#}");
+    assert!(actions.contains(&"createNetwork".to_string()) && actions.contains(&"createVolume".to_string()));
+    assert!(json["findings"].as_array().unwrap().iter().any(|f| f["tier"] == 1), "{json:#}");
+    let mutations: Vec<String> =
+        fake.call_log().into_iter().filter(|c| c.starts_with("create") || c.starts_with("start")).collect();
+    assert!(mutations.is_empty(), "planning changed the host: {mutations:?}");
+}
