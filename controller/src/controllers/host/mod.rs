@@ -1,0 +1,4 @@
+//! The Host controller (being built).
+
+pub mod connection;
+pub mod orphans;
