@@ -390,6 +390,9 @@ fn age_between(created: Timestamp, now: Timestamp) -> Duration {
     if d.is_negative() { Duration::ZERO } else { d.unsigned_abs() }
 }
 
+/// One listed object: kind, id, name, labels, and its creation time when Docker reports it.
+type Listed<'a> = (ObjectKind, &'a str, &'a str, &'a BTreeMap<String, String>, Option<Timestamp>);
+
 /// Decides what orphan collection does on one host. Pure: same input, same plan.
 pub fn plan_orphans(input: &OrphanInput<'_>) -> OrphanPlan {
     let now = input.now;
@@ -400,7 +403,7 @@ pub fn plan_orphans(input: &OrphanInput<'_>) -> OrphanPlan {
 
     if let Ok(snapshot) = input.listing {
         // Each object: (kind, id, name, labels, creation time if Docker reports it).
-        let mut objects: Vec<(ObjectKind, &str, &str, &BTreeMap<String, String>, Option<Timestamp>)> = Vec::new();
+        let mut objects: Vec<Listed<'_>> = Vec::new();
         for c in &snapshot.containers {
             let created = Timestamp::from_second(c.created).ok().filter(|t| t.as_second() > 0);
             objects.push((ObjectKind::Container, &c.id, &c.name, &c.labels, created));
