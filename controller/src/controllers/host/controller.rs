@@ -237,10 +237,11 @@ async fn list_owners(client: &Client) -> Result<KnownOwners, kube::Error> {
 
 async fn reconcile(host: Arc<Host>, rt: Arc<Runtime>) -> Result<Action, HostError> {
     let kind = KindLabels { kind: "Host".into() };
-    rt.ctx.metrics.reconciles.get_or_create(&kind).inc();
     let started = std::time::Instant::now();
     let result = reconcile_host(&host, &rt).await;
+    // Counted when done, so that a count tells how many reconciles have completed.
     rt.ctx.metrics.reconcile_seconds.get_or_create(&kind).observe(started.elapsed().as_secs_f64());
+    rt.ctx.metrics.reconciles.get_or_create(&kind).inc();
     if result.is_ok() {
         lock(&rt.failures).remove(&host.name_any());
     }

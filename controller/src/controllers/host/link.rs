@@ -339,6 +339,20 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_failed_ping_drops_the_connection_even_while_events_flow() {
+        let connector = FakeConnector::new();
+        let daemon = connector.daemon("fake:///a");
+        let (links, pool, mut rx) = links(connector);
+        links.ensure("a", &target("fake:///a"), || true).await.unwrap();
+        wait_for(&mut rx, &pool, |p| p.get("a").is_ok()).await;
+        assert_eq!(daemon.calls("info"), 1);
+        daemon.fail_next("ping", DockerError::Timeout { operation: "ping".into(), after: Duration::from_secs(1) });
+        // The drop is followed by a reconnect: a second `info`.
+        wait_for(&mut rx, &pool, |_| daemon.calls("info") >= 2).await;
+        wait_for(&mut rx, &pool, |p| p.get("a").is_ok()).await;
+    }
+
+    #[tokio::test]
     async fn an_endpoint_change_replaces_the_connection() {
         let connector = FakeConnector::new();
         let a = connector.daemon("fake:///a");
