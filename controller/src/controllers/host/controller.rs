@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use berth_crds::common::ConditionStatus;
-use berth_crds::host::{Host, HostSpec, LOCAL_HOST};
+use berth_crds::host::{Host, HostSpec, HostStatus, LOCAL_HOST};
 use berth_crds::{Lease, Stack};
 use futures::StreamExt;
 use jiff::Timestamp;
@@ -71,6 +71,10 @@ struct Runtime {
     first_seen: Mutex<BTreeMap<String, BTreeMap<String, Timestamp>>>,
     /// Per host: the retry delays of a failing reconcile.
     failures: Mutex<BTreeMap<String, backon::ExponentialBackoff>>,
+    /// Per host: the status this controller last wrote, with the resourceVersion of that write.
+    /// A reconcile can start before the informer delivers the controller's own write; then this
+    /// copy, not the informer's older one, is what the new status is compared with.
+    last_written: Mutex<BTreeMap<String, (u64, HostStatus)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -82,6 +86,7 @@ impl Runtime {
     fn forget(&self, name: &str) {
         lock(&self.first_seen).remove(name);
         lock(&self.failures).remove(name);
+        lock(&self.last_written).remove(name);
     }
 
     /// Reacts to the Host informer: a deleted Host loses its connection; after a (re)list,
@@ -137,6 +142,7 @@ pub(super) async fn run(ctx: Arc<Context>, shutdown: CancellationToken, options:
         hosts_synced: AtomicBool::new(false),
         first_seen: Mutex::default(),
         failures: Mutex::default(),
+        last_written: Mutex::default(),
     });
 
     let api: Api<Host> = Api::all(ctx.client.clone());
@@ -342,19 +348,30 @@ async fn reconcile_host(host: &Host, rt: &Runtime) -> Result<Action, HostError> 
     }
 
     // 6. Status (pure), written only when it changed; Events for transitions.
+    let cached_rv = host.resource_version().and_then(|v| v.parse::<u64>().ok());
+    let mut current = host.clone();
+    if let Some((rv, written)) = lock(&rt.last_written).get(&name)
+        && cached_rv.is_none_or(|cached| cached < *rv)
+    {
+        current.status = Some(written.clone());
+    }
     let time = Time(now);
     let new_status = status::desired_status(&StatusInput {
-        host,
+        host: &current,
         link: &link,
         owner_counts: observed.as_ref().ok().map(|s| status::owner_counts(s, &owners)),
         scan: plan.to_scan(Some(time.clone())),
         now: time,
     });
-    let old_status = host.status.as_ref();
+    let old_status = current.status.as_ref();
     if status::needs_write(old_status, &new_status) {
-        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(status::status_patch(old_status, &new_status)))
+        let written = api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(status::status_patch(old_status, &new_status)))
             .await
             .map_err(|source| HostError::WriteStatus { host: name.clone(), source })?;
+        if let Some(rv) = written.resource_version().and_then(|v| v.parse::<u64>().ok()) {
+            lock(&rt.last_written).insert(name.clone(), (rv, written.status.unwrap_or_else(|| new_status.clone())));
+        }
     }
     transition_events(rt, host, old_status, &new_status).await;
     Ok(Action::requeue(rt.ctx.config.resync_interval.0))
@@ -374,12 +391,7 @@ async fn remove_confirmation(api: &Api<Host>, name: &str, value: &str) -> Result
     })
 }
 
-async fn transition_events(
-    rt: &Runtime,
-    host: &Host,
-    old: Option<&berth_crds::host::HostStatus>,
-    new: &berth_crds::host::HostStatus,
-) {
+async fn transition_events(rt: &Runtime, host: &Host, old: Option<&HostStatus>, new: &HostStatus) {
     let before = status::condition(old, REACHABLE).map(|c| c.status);
     if let Some(now) = status::condition(Some(new), REACHABLE)
         && Some(now.status) != before

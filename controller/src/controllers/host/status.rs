@@ -232,29 +232,41 @@ pub fn needs_write(old: Option<&HostStatus>, new: &HostStatus) -> bool {
     old != Some(new)
 }
 
-/// The JSON merge patch (RFC 7386) that turns the stored status into `new`: `new` itself, plus
-/// an explicit `null` for every field the stored status has and `new` lacks (a merge patch
-/// leaves absent fields alone, and berth omits empty fields when it serializes).
+/// The JSON merge patch (RFC 7386) that turns the stored status into `new`, with only what
+/// differs: changed fields, and an explicit `null` for every field the stored status has and
+/// `new` lacks (berth omits empty fields when it serializes). Unchanged fields are left out, so
+/// a field another controller maintains (`allocated`, written by the Lease controller) is never
+/// overwritten with an older value.
 pub fn status_patch(old: Option<&HostStatus>, new: &HostStatus) -> serde_json::Value {
     let new = serde_json::to_value(new).unwrap_or_default();
     let old = old.and_then(|o| serde_json::to_value(o).ok()).unwrap_or(serde_json::Value::Null);
-    serde_json::json!({ "status": merge_diff(&old, &new) })
+    serde_json::json!({ "status": merge_diff(&old, &new).unwrap_or_else(|| serde_json::json!({})) })
 }
 
-fn merge_diff(old: &serde_json::Value, new: &serde_json::Value) -> serde_json::Value {
+/// What changes `old` into `new` as a merge patch; `None` when they are equal.
+fn merge_diff(old: &serde_json::Value, new: &serde_json::Value) -> Option<serde_json::Value> {
     use serde_json::Value;
+    if old == new {
+        return None;
+    }
     match (old, new) {
         (Value::Object(o), Value::Object(n)) => {
             let mut out = serde_json::Map::new();
             for (k, nv) in n {
-                out.insert(k.clone(), o.get(k).map(|ov| merge_diff(ov, nv)).unwrap_or_else(|| nv.clone()));
+                let diff = match o.get(k) {
+                    Some(ov) => merge_diff(ov, nv),
+                    None => Some(nv.clone()),
+                };
+                if let Some(d) = diff {
+                    out.insert(k.clone(), d);
+                }
             }
             for k in o.keys().filter(|k| !n.contains_key(*k)) {
                 out.insert(k.clone(), Value::Null);
             }
-            Value::Object(out)
+            Some(Value::Object(out))
         }
-        _ => new.clone(),
+        _ => Some(new.clone()),
     }
 }
 
@@ -470,20 +482,23 @@ mod tests {
     }
 
     #[test]
-    fn the_status_patch_clears_fields_that_disappeared() {
-        let mut old = HostStatus { stacks: 3, ..Default::default() };
+    fn the_status_patch_holds_only_changes_and_clears_fields_that_disappeared() {
+        let allocated = Some(HostCapacity { cpus: Some(1.0), ..Default::default() });
+        let mut old = HostStatus { stacks: 3, leases: 1, allocated: allocated.clone(), ..Default::default() };
         old.orphan_scan = Some(OrphanScan { blocked_by: "BelowThreshold".into(), removed: 2, ..all_pass() });
-        let new = HostStatus { orphan_scan: Some(all_pass()), ..Default::default() };
+        let new = HostStatus { leases: 1, allocated, orphan_scan: Some(all_pass()), ..Default::default() };
         let patch = status_patch(Some(&old), &new);
-        assert_eq!(patch["status"]["stacks"], serde_json::Value::Null);
-        assert!(patch["status"].as_object().unwrap().contains_key("stacks"));
-        assert_eq!(patch["status"]["orphanScan"]["blockedBy"], serde_json::Value::Null);
-        assert_eq!(patch["status"]["orphanScan"]["removed"], serde_json::Value::Null);
-        assert_eq!(patch["status"]["orphanScan"]["requestedAction"], "Remove");
+        assert_eq!(
+            patch,
+            serde_json::json!({"status": {"stacks": null, "orphanScan": {"blockedBy": null, "removed": null}}}),
+            "unchanged fields (leases, allocated, gates) are left out"
+        );
         // Applying it to the old status yields exactly the new one.
         let mut doc = serde_json::json!({ "status": serde_json::to_value(&old).unwrap() });
         json_patch::merge(&mut doc, &patch);
         assert_eq!(serde_json::from_value::<HostStatus>(doc["status"].clone()).unwrap(), new);
+        // From nothing: the whole status.
+        assert_eq!(status_patch(None, &new)["status"], serde_json::to_value(&new).unwrap());
     }
 
     #[test]
