@@ -282,7 +282,10 @@ async fn reconcile_host(host: &Host, rt: &Runtime) -> Result<Action, HostError> 
         return Ok(Action::await_change()); // deleted while we looked
     };
 
-    // 2. Observe: the shared snapshot of the host, and the owners in the store.
+    // 2. Observe: the shared snapshot of the host, then the owners in the store. The order
+    //    matters: every container in the snapshot was created for an owner that was stored
+    //    before the snapshot was taken, so a later owner list cannot miss it (unless it was
+    //    deleted since, and then the container is an orphan indeed).
     let handle =
         if link.state == super::connection::ConnectionState::Connected { rt.ctx.pool.get(&name).ok() } else { None };
     let observed: Result<Arc<HostSnapshot>, String> = match &handle {
@@ -310,7 +313,10 @@ async fn reconcile_host(host: &Host, rt: &Runtime) -> Result<Action, HostError> 
         confirmation: confirmation.as_deref(),
         first_seen: &first_seen,
     });
-    lock(&rt.first_seen).insert(name.clone(), plan.first_seen.clone());
+    if observed.is_ok() {
+        // A failed listing sees nothing; keep the earlier sightings for the next good one.
+        lock(&rt.first_seen).insert(name.clone(), plan.first_seen.clone());
+    }
 
     // 4. Spend the confirmation before acting on it: if removing the annotation fails (or it
     //    changed meanwhile), this scan removes nothing and the next one decides again.
