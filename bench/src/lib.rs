@@ -1,0 +1,204 @@
+//! Shared pieces of berth's benchmarks: starting the real `berth serve` binary, talking to it
+//! over HTTP with its kubeconfig's token, statistics, and writing one section of
+//! `docs/benchmarks.md` per benchmark (the section is replaced, the rest of the file kept).
+//!
+//! Benchmarks are programs, not tests: they never run inside `hack/test.sh`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// The repository root (the parent of this crate).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("bench/ has a parent").to_path_buf()
+}
+
+/// The `berth` binary of the release profile, built when missing or older than the sources.
+pub fn berth_binary() -> anyhow::Result<PathBuf> {
+    let root = repo_root();
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--release", "--quiet", "-p", "berth"])
+        .current_dir(&root)
+        .status()
+        .context("running cargo build --release -p berth")?;
+    if !status.success() {
+        bail!("cargo build --release -p berth failed");
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+    Ok(target.join("release").join("berth"))
+}
+
+/// A running `berth serve`, killed on drop.
+pub struct Server {
+    /// The process.
+    pub child: Child,
+    /// Base URL (`http://127.0.0.1:PORT`).
+    pub url: String,
+    /// Admin bearer token.
+    pub token: String,
+    /// Data dir (kept alive with the server).
+    pub data_dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// Starts `berth serve` on a fresh data dir with the given extra arguments and waits until
+    /// it answers.
+    pub fn start(extra: &[&str]) -> anyhow::Result<Self> {
+        let berth = berth_binary()?;
+        let data_dir = tempfile::Builder::new().prefix("berth-bench-").tempdir()?;
+        let log = std::fs::File::create(data_dir.path().join("serve.log"))?;
+        let child = Command::new(&berth)
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir.path())
+            .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
+            .env("BERTH_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", berth.display()))?;
+        let kubeconfig = data_dir.path().join("kubeconfig");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&kubeconfig)
+                && let Some((url, token)) = parse_kubeconfig(&text)
+            {
+                let ok = Command::new("curl")
+                    .args(["-sf", "-o", "/dev/null", &format!("{url}/readyz")])
+                    .status()
+                    .map(|s| s.success())
+                    .unwrap_or(false);
+                if ok {
+                    return Ok(Self { child, url, token, data_dir });
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("berth serve did not become ready in 30s; see {}", data_dir.path().join("serve.log").display());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Resident set size of the server process, in MiB.
+    pub fn rss_mib(&self) -> anyhow::Result<f64> {
+        rss_mib(self.child.id())
+    }
+
+    /// An HTTP client with the admin token.
+    pub fn client(&self) -> reqwest::Client {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {}", self.token).parse().expect("token is a valid header"),
+        );
+        reqwest::Client::builder().default_headers(headers).pool_max_idle_per_host(256).build().expect("client")
+    }
+}
+
+/// `VmRSS` of a process, in MiB.
+pub fn rss_mib(pid: u32) -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmRSS")?;
+    Ok(kb / 1024.0)
+}
+
+/// Server URL and token from a kubeconfig berth wrote.
+pub fn parse_kubeconfig(text: &str) -> Option<(String, String)> {
+    let v: serde_json::Value = serde_yaml_ng::from_str(text).ok()?;
+    let url = v.pointer("/clusters/0/cluster/server")?.as_str()?.to_string();
+    let token = v.pointer("/users/0/user/token")?.as_str()?.to_string();
+    Some((url, token))
+}
+
+/// Percentile (0–100) of sorted samples.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let idx = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+/// Milliseconds with two decimals.
+pub fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1000.0)
+}
+
+/// A short description of the machine, for the report.
+pub fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_string()))
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines().next().map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse::<f64>().unwrap_or(0.0))
+        })
+        .unwrap_or(0.0);
+    let disk = Command::new("df")
+        .args(["-h", "--output=source,fstype", &std::env::temp_dir().display().to_string()])
+        .output()
+        .ok()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .nth(1)
+                .unwrap_or("")
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default();
+    format!("{cpus} cores ({model}), {:.0} GiB RAM, temp dir on {disk}", mem / 1024.0 / 1024.0)
+}
+
+/// Replaces the section `id` of `docs/benchmarks.md` (between `<!-- bench:id -->` markers),
+/// appending it when absent.
+pub fn write_section(id: &str, body: &str) -> anyhow::Result<PathBuf> {
+    let path = repo_root().join("docs").join("benchmarks.md");
+    std::fs::create_dir_all(path.parent().expect("docs/"))?;
+    let mut text = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        "# berth benchmarks\n\nEvery figure here was written by a benchmark program, with the command that \
+         reproduces it. Benchmarks never run inside `hack/test.sh`. Each section compares berth with its \
+         baseline measured in the same run on the same machine.\n"
+            .to_string()
+    });
+    let start = format!("<!-- bench:{id} -->");
+    let end = format!("<!-- /bench:{id} -->");
+    let section = format!("{start}\n{}\n{end}", body.trim_end());
+    match (text.find(&start), text.find(&end)) {
+        (Some(s), Some(e)) if e > s => text.replace_range(s..e + end.len(), &section),
+        _ => {
+            text.push('\n');
+            text.push_str(&section);
+            text.push('\n');
+        }
+    }
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+/// Today's date and time (UTC), for the report.
+pub fn now_utc() -> String {
+    let out = Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]).output();
+    out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default()
+}
