@@ -353,7 +353,7 @@ impl OperatorConfig {
         }
         for (tenant, q) in &l.tenant_quotas {
             if let Some(c) = q.cpus
-                && !(c > 0.0)
+                && (c.is_nan() || c <= 0.0)
             {
                 return Err(invalid(format!("leases.tenantQuotas.{tenant}.cpus"), "must be positive"));
             }

@@ -108,10 +108,10 @@ pub struct HostStatus {
     /// Capacity held by Leases placed on the host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allocated: Option<HostCapacity>,
-    /// Stacks selecting the host.
+    /// Stacks (still in the store) that own containers on the host.
     #[serde(default, skip_serializing_if = "is_default")]
     pub stacks: i64,
-    /// Leases placed on the host and not closed.
+    /// Leases (still in the store) that own containers on the host.
     #[serde(default, skip_serializing_if = "is_default")]
     pub leases: i64,
     /// The last orphan scan.
@@ -148,7 +148,8 @@ pub struct DaemonInfo {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct OrphanScan {
-    /// When the scan ran.
+    /// When a scan first produced this result (rescans with the same findings leave it alone,
+    /// so that a converged host's status is not rewritten at every resync).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time: Option<Time>,
     /// The configured action: `Report` or `Remove`.
@@ -167,13 +168,18 @@ pub struct OrphanScan {
     /// Orphans removed by this scan.
     #[serde(default, skip_serializing_if = "is_default")]
     pub removed: i64,
+    /// What became of an operator's confirmation (annotation `berth.dev/confirm-orphan-prune`)
+    /// that this scan consumed or is still holding.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub confirmation: String,
 }
 
 /// One orphan-removal gate and whether it passed.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GateResult {
-    /// Gate name, e.g. `CachesSynced`, `ListingComplete`, `StoreNotEmpty`, `BelowThreshold`.
+    /// Gate name, in evaluation order: `CachesSynced`, `ListingComplete`, `StoreNotEmpty`,
+    /// `BelowThreshold`, `MinAge`, `VolumesKept`.
     pub gate: String,
     /// Whether it allows removal.
     pub passed: bool,
@@ -195,6 +201,9 @@ pub struct OrphanRecord {
     pub id: String,
     /// `kind/namespace/name` of the missing owner.
     pub owner: String,
+    /// UID of the missing owner (a recreated owner of the same name has another UID).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub owner_uid: String,
     /// Age in seconds when scanned.
     #[serde(default, skip_serializing_if = "is_default")]
     pub age_seconds: i64,

@@ -144,7 +144,7 @@ impl Server {
             .arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--listen", "127.0.0.1:0", "--no-controllers"])
+            .args(["--listen", "127.0.0.1:0", "--no-controllers", "--no-tls"])
             .args(extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

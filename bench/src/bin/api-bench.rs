@@ -260,7 +260,7 @@ async fn list_latency(server: &Server) -> anyhow::Result<(Vec<Duration>, usize, 
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let server = Server::start(&["--no-controllers"])?;
+    let server = Server::start(&["--no-controllers", "--no-tls"])?;
     let etcd = start_etcd()?;
     let rss_empty = server.rss_mib()?;
     let mut rows = Vec::new();

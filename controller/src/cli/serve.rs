@@ -15,7 +15,7 @@ use crate::store::{self as object_store, StoreOptions};
 /// Arguments of `berth serve`.
 #[derive(clap::Args, Debug, Clone)]
 #[command(
-    after_help = "Examples:\n  berth serve\n  berth serve --data-dir /var/lib/berth --listen 0.0.0.0:7443 --tls-self-signed\n  berth serve --listen 127.0.0.1:0 --no-controllers"
+    after_help = "Examples:\n  berth serve\n  berth serve --data-dir /var/lib/berth --listen 0.0.0.0:7443 --tls-cert server.crt --tls-key server.key\n  berth serve --listen 127.0.0.1:0 --no-controllers"
 )]
 pub struct ServeArgs {
     /// Directory of the store, the tokens file and the kubeconfig.
@@ -37,9 +37,14 @@ pub struct ServeArgs {
     /// TLS private key (PEM).
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
-    /// Generate a self-signed certificate in `<data-dir>/tls/` (once) and serve TLS with it.
-    #[arg(long, conflicts_with = "tls_cert")]
+    /// Serve TLS with a self-signed certificate generated once in `<data-dir>/tls/` (the default
+    /// when no --tls-cert is given; the kubeconfig trusts it).
+    #[arg(long, conflicts_with_all = ["tls_cert", "no_tls"])]
     pub tls_self_signed: bool,
+    /// Serve plain HTTP. kubectl sends no bearer token over plain HTTP, so only clients that do
+    /// (the berth CLI, kube-rs) can authenticate; use behind a TLS-terminating proxy or in tests.
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_self_signed"])]
+    pub no_tls: bool,
     /// Allow a non-loopback listen address without TLS.
     #[arg(long)]
     pub insecure: bool,
@@ -76,7 +81,10 @@ fn parse_duration_arg(s: &str) -> Result<Duration, String> {
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("BERTH_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,sled=warn,kube=warn,hyper=warn,tower=warn"));
+        .unwrap_or_else(|_| EnvFilter::new("info,sled=warn,kube=warn,hyper=warn,tower=warn"))
+        // bollard logs request and response bodies at debug level, and container create bodies
+        // carry environment values (secrets among them): never let them into the log.
+        .add_directive("bollard=info".parse().expect("a valid directive"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
@@ -137,14 +145,17 @@ pub fn kubeconfig(server: &str, token: &str, ca_file: Option<&Path>) -> String {
     )
 }
 
-fn self_signed(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+fn self_signed(dir: &Path, listen: std::net::IpAddr) -> anyhow::Result<(PathBuf, PathBuf)> {
     let tls = dir.join("tls");
     let (cert, key) = (tls.join("server.crt"), tls.join("server.key"));
     if cert.exists() && key.exists() {
         return Ok((cert, key));
     }
     std::fs::create_dir_all(&tls)?;
-    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+    if !listen.is_unspecified() && !listen.is_loopback() {
+        names.push(listen.to_string());
+    }
     if let Ok(h) = std::fs::read_to_string("/etc/hostname") {
         names.push(h.trim().to_string());
     }
@@ -163,18 +174,18 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let tls = match (&args.tls_cert, &args.tls_key, args.tls_self_signed) {
+    let tls = match (&args.tls_cert, &args.tls_key, args.no_tls) {
         (Some(c), Some(k), _) => Some((c.clone(), k.clone())),
-        (_, _, true) => {
+        (_, _, true) => None,
+        _ => {
             std::fs::create_dir_all(&args.data_dir)?;
-            Some(self_signed(&args.data_dir)?)
+            Some(self_signed(&args.data_dir, args.listen.ip())?)
         }
-        _ => None,
     };
     if !args.listen.ip().is_loopback() && tls.is_none() && !args.insecure {
         bail!(
             "refusing to listen on {} without TLS: bearer tokens would cross the network in clear text. \
-             Give --tls-cert/--tls-key (or --tls-self-signed), listen on 127.0.0.1, or pass --insecure if you accept the risk",
+             Give --tls-cert/--tls-key or drop --no-tls, listen on 127.0.0.1, or pass --insecure if you accept the risk",
             args.listen
         );
     }

@@ -4,5 +4,6 @@
 //! observation.
 
 pub mod context;
+pub mod host;
 pub mod pool;
 pub mod stack;

@@ -129,9 +129,12 @@ pub enum Reachability {
     Unreachable(String),
 }
 
+/// A host's reachability and, once it connected, its connection.
+type HostEntry = (Reachability, Option<Arc<HostHandle>>);
+
 /// All hosts berth manages, by Host name.
 pub struct HostPool {
-    hosts: Mutex<BTreeMap<String, (Reachability, Option<Arc<HostHandle>>)>>,
+    hosts: Mutex<BTreeMap<String, HostEntry>>,
     events: broadcast::Sender<OwnerEvent>,
 }
 
@@ -154,7 +157,7 @@ impl HostPool {
         Self { hosts: Mutex::new(BTreeMap::new()), events }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, (Reachability, Option<Arc<HostHandle>>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, HostEntry>> {
         self.hosts.lock().unwrap_or_else(|e| e.into_inner())
     }
 
