@@ -2,6 +2,7 @@
 //! `berth serve` on a data directory and stop it gently or with `kill -9`, read the kubeconfig it
 //! writes, and talk to its API over HTTP with the admin token.
 
+pub mod stack_env;
 pub mod testdaemon;
 
 use std::io::{BufRead, BufReader};

@@ -1,5 +1,8 @@
 //! `berth serve`: one process with the API server over the embedded store, the controllers and
 //! the Docker drivers. Writes `<data-dir>/kubeconfig` so kubectl and the berth CLI work at once.
+//! The controllers use the API in-process (`kube::Client` over the router); with
+//! `--no-embedded-api --kubeconfig FILE` the same controllers run against a real Kubernetes API.
+//! On SIGTERM the controllers stop first (running reconciles finish), then the API.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -10,12 +13,17 @@ use anyhow::{Context, bail};
 use tokio_util::sync::CancellationToken;
 
 use crate::apiserver::{self, ApiState, auth};
+use crate::config::OperatorConfig;
+use crate::controllers::context::Context as ControllerContext;
+use crate::controllers::pool::HostPool;
+use crate::docker::bollard_impl::BollardConnector;
+use crate::policy::OperatorPolicy;
 use crate::store::{self as object_store, StoreOptions};
 
 /// Arguments of `berth serve`.
 #[derive(clap::Args, Debug, Clone)]
 #[command(
-    after_help = "Examples:\n  berth serve\n  berth serve --data-dir /var/lib/berth --listen 0.0.0.0:7443 --tls-cert server.crt --tls-key server.key\n  berth serve --listen 127.0.0.1:0 --no-controllers"
+    after_help = "Examples:\n  berth serve\n  berth serve --data-dir /var/lib/berth --listen 0.0.0.0:7443 --tls-cert server.crt --tls-key server.key\n  berth serve --listen 127.0.0.1:0 --no-controllers\n  berth serve --instance edge --config berth.yaml\n  berth serve --no-embedded-api --kubeconfig ~/.kube/config   # controllers against a real cluster"
 )]
 pub struct ServeArgs {
     /// Directory of the store, the tokens file and the kubeconfig.
@@ -60,6 +68,18 @@ pub struct ServeArgs {
     /// Serve the API only; run no controllers.
     #[arg(long)]
     pub no_controllers: bool,
+    /// Name of this berth installation, recorded in the label `berth.dev/instance` of everything
+    /// it creates: installations with different names share a Docker daemon without touching
+    /// each other's objects.
+    #[arg(long, value_name = "NAME", env = "BERTH_INSTANCE", default_value = crate::controllers::context::DEFAULT_INSTANCE)]
+    pub instance: String,
+    /// With --no-embedded-api: the kubeconfig of the Kubernetes API the controllers use (the CRDs
+    /// of crds/yaml must be installed there).
+    #[arg(long, value_name = "FILE", requires = "no_embedded_api")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Serve no API: run only the controllers, against the Kubernetes API of --kubeconfig.
+    #[arg(long, requires = "kubeconfig", conflicts_with = "no_controllers")]
+    pub no_embedded_api: bool,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -165,6 +185,109 @@ fn self_signed(dir: &Path, listen: std::net::IpAddr) -> anyhow::Result<(PathBuf,
     Ok((cert, key))
 }
 
+/// The key of the secret-value HMAC in config hashes: generated once into
+/// `<data-dir>/hash-key` (0600) and kept, since a new key would change every hash that covers a
+/// secret and so recreate those containers.
+fn load_or_create_hash_key(path: &Path) -> anyhow::Result<Vec<u8>> {
+    if path.exists() {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let key = hex::decode(text.trim()).ok().filter(|k| k.len() >= 16).with_context(|| {
+            format!(
+                "{} is not a hex key of at least 16 bytes; restore it from a backup (a new key recreates every \
+                 container that uses a secret)",
+                path.display()
+            )
+        })?;
+        return Ok(key);
+    }
+    use rand::Rng;
+    let key: [u8; 32] = rand::rng().random();
+    write_private(path, &format!("{}\n", hex::encode(key)))?;
+    tracing::info!(path = %path.display(), "generated the config-hash key");
+    Ok(key.to_vec())
+}
+
+/// Checks that `name` can be a label value.
+fn check_instance(name: &str) -> anyhow::Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name.chars().last().is_some_and(|c| c.is_ascii_alphanumeric());
+    if !ok {
+        bail!(
+            "--instance {name:?} is not a valid label value (1-63 letters, digits, '-', '_' or '.', starting and \
+             ending with a letter or digit)"
+        );
+    }
+    Ok(())
+}
+
+/// Starts the controllers over `client`; they stop when `stop` is cancelled.
+fn spawn_controllers(ctx: Arc<ControllerContext>, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+    tracing::info!(instance = %ctx.instance, "starting the controllers");
+    tokio::spawn(async move {
+        tokio::join!(
+            crate::controllers::host::run(ctx.clone(), stop.clone()),
+            crate::controllers::stack::run(ctx, stop),
+        );
+    })
+}
+
+/// The shared state of the controllers.
+fn controller_context(
+    client: kube::Client,
+    config: Arc<OperatorConfig>,
+    instance: &str,
+    hash_key: Vec<u8>,
+    metrics: Arc<crate::metrics::Metrics>,
+) -> Arc<ControllerContext> {
+    Arc::new(ControllerContext {
+        client,
+        config,
+        instance: instance.to_string(),
+        hash_key,
+        pool: Arc::new(HostPool::new()),
+        connector: Arc::new(BollardConnector::new(Default::default())),
+        metrics,
+    })
+}
+
+/// Waits (a bounded time) for the controllers to finish their running reconciles.
+async fn join_controllers(handle: tokio::task::JoinHandle<()>) {
+    if tokio::time::timeout(Duration::from_secs(30), handle).await.is_err() {
+        tracing::warn!("the controllers did not stop within 30s; stopping anyway");
+    }
+}
+
+/// `--no-embedded-api`: the controllers against a real Kubernetes API, until SIGINT or SIGTERM.
+async fn serve_controllers_only(args: &ServeArgs, config: Arc<OperatorConfig>) -> anyhow::Result<()> {
+    let path = args.kubeconfig.as_ref().context("--no-embedded-api needs --kubeconfig")?;
+    let kubeconfig = kube::config::Kubeconfig::read_from(path)
+        .with_context(|| format!("reading the kubeconfig {}", path.display()))?;
+    let options = kube::config::KubeConfigOptions::default();
+    let client_config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+        .await
+        .with_context(|| format!("using the kubeconfig {}", path.display()))?;
+    let client = kube::Client::try_from(client_config).context("building the Kubernetes client")?;
+    client.apiserver_version().await.with_context(|| {
+        format!("the Kubernetes API of {} does not answer; check the kubeconfig and the network", path.display())
+    })?;
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
+    let hash_key = load_or_create_hash_key(&args.data_dir.join("hash-key"))?;
+    let ctx = controller_context(client, config, &args.instance, hash_key, Arc::new(crate::metrics::Metrics::new()));
+    let stop = CancellationToken::new();
+    let controllers = spawn_controllers(ctx, stop.clone());
+    println!("berth controllers running against {}", path.display());
+    shutdown_signal().await;
+    tracing::info!("shutting down: letting running reconciles finish");
+    stop.cancel();
+    join_controllers(controllers).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
 /// Runs the server until SIGINT or SIGTERM.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
@@ -174,6 +297,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    check_instance(&args.instance)?;
+    let config = Arc::new(match &args.config {
+        Some(path) => OperatorConfig::load(path)?,
+        None => OperatorConfig::default(),
+    });
+    if args.no_embedded_api {
+        return serve_controllers_only(&args, config).await;
+    }
     let tls = match (&args.tls_cert, &args.tls_key, args.no_tls) {
         (Some(c), Some(k), _) => Some((c.clone(), k.clone())),
         (_, _, true) => None,
@@ -205,6 +336,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     .with_context(|| format!("opening the store in {}", data_dir.join("store").display()))?;
     let mut state = ApiState::new(store.clone());
     state.body_limit = args.max_body_bytes;
+    state.policy = Arc::new(OperatorPolicy::new(config.clone()));
+    let hash_key = load_or_create_hash_key(&data_dir.join("hash-key"))?;
     let shutdown = state.shutdown.clone();
 
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| {
@@ -231,13 +364,29 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     println!("berth API listening on {server_url}");
     println!("kubeconfig: {}", kubeconfig_path.display());
 
-    let signal = shutdown_signal();
+    // The controllers reach the API in-process, over the same router (no socket, no token).
+    let stop_controllers = CancellationToken::new();
+    let controllers = (!args.no_controllers).then(|| {
+        let client = kube::Client::new(apiserver::router(state.clone()), "default");
+        let ctx = controller_context(client, config.clone(), &args.instance, hash_key, state.metrics.clone());
+        spawn_controllers(ctx, stop_controllers.clone())
+    });
+    // On a signal the controllers stop first (their running reconciles still need the API),
+    // then the API finishes its in-flight requests.
+    let signal = async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: letting running reconciles finish");
+        stop_controllers.cancel();
+        if let Some(c) = controllers {
+            join_controllers(c).await;
+        }
+        tracing::info!("shutting down: finishing in-flight requests");
+    };
     match tls {
         None => {
             let shutdown2 = shutdown.clone();
             let server = axum::serve(listener, app).with_graceful_shutdown(async move {
                 signal.await;
-                tracing::info!("shutting down: finishing in-flight requests");
                 shutdown2.cancel();
             });
             server.await.context("serving the API")?;
@@ -251,7 +400,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             let shutdown2 = shutdown.clone();
             tokio::spawn(async move {
                 signal.await;
-                tracing::info!("shutting down: finishing in-flight requests");
                 shutdown2.cancel();
                 h2.graceful_shutdown(Some(Duration::from_secs(30)));
             });

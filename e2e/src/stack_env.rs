@@ -1,0 +1,270 @@
+//! Helpers of the Stack end-to-end tests: a `berth serve` with its controllers on the real local
+//! daemon under a unique instance name, the real `kubectl` (own cache dir) on its kubeconfig, the
+//! `docker` CLI, polls with deadlines, and a guard that removes everything the test's instance
+//! (or the test itself) created on the daemon, whatever the outcome.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde_json::Value;
+
+use crate::{START_TIMEOUT, berth_binary};
+
+/// The local test image (built by `hack/e2e-images.sh`).
+pub const IMAGE: &str = "berth-e2e/busybox:latest";
+
+/// A unique lowercase suffix for names.
+pub fn unique(prefix: &str) -> String {
+    use rand::Rng;
+    let n: u32 = rand::rng().random();
+    format!("{prefix}-{n:08x}")
+}
+
+/// Runs a command, returning its output (stdout, stderr, status).
+fn run(mut cmd: Command, stdin: Option<&str>) -> Result<Output> {
+    let shown = format!("{cmd:?}");
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().with_context(|| format!("starting {shown}"))?;
+    if let Some(text) = stdin {
+        child.stdin.take().expect("piped").write_all(text.as_bytes())?;
+    }
+    child.wait_with_output().with_context(|| format!("running {shown}"))
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// `docker ARGS…`; fails when docker does.
+pub fn docker(args: &[&str]) -> Result<String> {
+    let mut cmd = Command::new("docker");
+    cmd.args(args);
+    let out = run(cmd, None)?;
+    if !out.status.success() {
+        bail!("docker {} failed: {}", args.join(" "), text(&out));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// `docker inspect` of one container as JSON, `None` when it does not exist.
+pub fn inspect(name: &str) -> Result<Option<Value>> {
+    let mut cmd = Command::new("docker");
+    cmd.args(["inspect", "--type", "container", name]);
+    let out = run(cmd, None)?;
+    if !out.status.success() {
+        let t = text(&out);
+        if t.contains("No such") {
+            return Ok(None);
+        }
+        bail!("docker inspect {name} failed: {t}");
+    }
+    let v: Value = serde_json::from_slice(&out.stdout)?;
+    Ok(v.as_array().and_then(|a| a.first()).cloned())
+}
+
+/// Polls `check` every 200 ms until it returns `Some`, or fails naming `what` after `deadline`.
+pub fn wait_until<T>(what: &str, deadline: Duration, mut check: impl FnMut() -> Result<Option<T>>) -> Result<T> {
+    let started = Instant::now();
+    let mut last_err = None;
+    loop {
+        match check() {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(e) => last_err = Some(e),
+        }
+        if started.elapsed() > deadline {
+            return Err(anyhow!("{what}: not within {deadline:?}; last error: {last_err:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A `berth serve` with controllers, its kubeconfig and a kubectl cache dir. Dropping it stops
+/// the server and removes every container, network and volume of its instance from the daemon.
+#[derive(Debug)]
+pub struct StackEnv {
+    child: Child,
+    /// Temp dir holding data dir, config, kubectl cache and log.
+    pub dir: tempfile::TempDir,
+    /// The instance name (label `berth.dev/instance`).
+    pub instance: String,
+    /// `<data-dir>/kubeconfig`.
+    pub kubeconfig: PathBuf,
+    cache_dir: PathBuf,
+    log: PathBuf,
+    /// Names of containers the test created by hand (removed at drop).
+    pub foreign: std::cell::RefCell<Vec<String>>,
+}
+
+impl StackEnv {
+    /// Starts `berth serve` with its controllers and the operator config `config` (YAML).
+    pub fn start(config: &str) -> Result<Self> {
+        let bin = berth_binary()?;
+        let dir = tempfile::tempdir()?;
+        let data_dir = dir.path().join("data");
+        let config_path = dir.path().join("berth.yaml");
+        std::fs::write(&config_path, config)?;
+        let instance = unique("e2e");
+        let log = dir.path().join("serve.log");
+        let log_file = std::fs::File::create(&log)?;
+        let mut child = Command::new(&bin)
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(["--listen", "127.0.0.1:0", "--instance", &instance])
+            .arg("--config")
+            .arg(&config_path)
+            .env("BERTH_LOG", "info,berth=debug,kube=warn,sled=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let stdout = child.stdout.take().expect("piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with("berth API listening on ") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        if rx.recv_timeout(START_TIMEOUT).is_err() {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("berth serve did not start within {START_TIMEOUT:?}; log:\n{}", tail(&log));
+        }
+        let cache_dir = dir.path().join("kube-cache");
+        Ok(Self {
+            child,
+            kubeconfig: data_dir.join("kubeconfig"),
+            dir,
+            instance,
+            cache_dir,
+            log,
+            foreign: Default::default(),
+        })
+    }
+
+    /// `kubectl ARGS…` with the server's kubeconfig (and `stdin`), returning its output.
+    pub fn kubectl_output(&self, args: &[&str], stdin: Option<&str>) -> Result<Output> {
+        let mut cmd = Command::new("kubectl");
+        cmd.arg("--kubeconfig").arg(&self.kubeconfig).arg("--cache-dir").arg(&self.cache_dir).args(args);
+        run(cmd, stdin)
+    }
+
+    /// `kubectl ARGS…`; fails when kubectl does.
+    pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Result<String> {
+        let out = self.kubectl_output(args, stdin)?;
+        if !out.status.success() {
+            bail!("kubectl {} failed: {}\nserver log:\n{}", args.join(" "), text(&out), self.log_tail());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).to_string())
+    }
+
+    /// `kubectl apply -f -` of `yaml`.
+    pub fn apply(&self, yaml: &str) -> Result<String> {
+        self.kubectl(&["apply", "-f", "-"], Some(yaml))
+    }
+
+    /// The Stack as JSON.
+    pub fn stack(&self, namespace: &str, name: &str) -> Result<Value> {
+        Ok(serde_json::from_str(&self.kubectl(&["get", "stack", name, "-n", namespace, "-o", "json"], None)?)?)
+    }
+
+    /// Polls the Stack until `check` holds; the error shows its last status.
+    pub fn wait_stack(
+        &self,
+        namespace: &str,
+        name: &str,
+        what: &str,
+        deadline: Duration,
+        check: impl Fn(&Value) -> bool,
+    ) -> Result<Value> {
+        let mut last = Value::Null;
+        let r = wait_until(what, deadline, || {
+            let s = self.stack(namespace, name)?;
+            let ok = check(&s);
+            last = s.clone();
+            Ok(ok.then_some(s))
+        });
+        r.map_err(|e| anyhow!("{e}\nlast status: {:#}\nserver log:\n{}", last["status"], self.log_tail()))
+    }
+
+    /// A container created by the test itself, removed at drop.
+    pub fn run_foreign(&self, name: &str, args: &[&str]) -> Result<String> {
+        self.foreign.borrow_mut().push(name.to_string());
+        let mut all = vec!["run", "-d", "--name", name];
+        all.extend_from_slice(args);
+        docker(&all)
+    }
+
+    /// The end of the server's log.
+    pub fn log_tail(&self) -> String {
+        tail(&self.log)
+    }
+}
+
+/// The condition `type_` of an object as (status, reason, message).
+pub fn condition(obj: &Value, type_: &str) -> Option<(String, String, String)> {
+    obj["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == type_).map(|c| {
+        (
+            c["status"].as_str().unwrap_or("").to_string(),
+            c["reason"].as_str().unwrap_or("").to_string(),
+            c["message"].as_str().unwrap_or("").to_string(),
+        )
+    })
+}
+
+/// Whether the Stack is Ready for its current generation.
+pub fn is_ready(obj: &Value) -> bool {
+    obj["status"]["phase"] == "Ready"
+        && condition(obj, "Ready").is_some_and(|c| c.0 == "True")
+        && obj["status"]["observedGeneration"] == obj["metadata"]["generation"]
+}
+
+fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(60)..].join("\n")
+}
+
+fn remove_labelled(kind: &str, label: &str) {
+    let list = match kind {
+        "container" => docker(&["ps", "-aq", "--filter", label]),
+        "network" => docker(&["network", "ls", "-q", "--filter", label]),
+        _ => docker(&["volume", "ls", "-q", "--filter", label]),
+    };
+    for id in list.unwrap_or_default().split_whitespace() {
+        let _ = match kind {
+            "container" => docker(&["rm", "-f", "-v", id]),
+            "network" => docker(&["network", "rm", id]),
+            _ => docker(&["volume", "rm", "-f", id]),
+        };
+    }
+}
+
+impl Drop for StackEnv {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let started = Instant::now();
+        while matches!(self.child.try_wait(), Ok(None)) && started.elapsed() < Duration::from_secs(20) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let label = format!("label=berth.dev/instance={}", self.instance);
+        remove_labelled("container", &label);
+        for name in self.foreign.borrow().iter() {
+            let _ = docker(&["rm", "-f", name]);
+        }
+        remove_labelled("network", &label);
+        remove_labelled("volume", &label);
+    }
+}
