@@ -117,7 +117,8 @@ impl StackEnv {
             .arg("serve")
             .arg("--data-dir")
             .arg(&data_dir)
-            .args(["--listen", "127.0.0.1:0", "--instance", &instance])
+            // kubectl sends its bearer token only over TLS.
+            .args(["--listen", "127.0.0.1:0", "--tls-self-signed", "--instance", &instance])
             .arg("--config")
             .arg(&config_path)
             .env("BERTH_LOG", "info,berth=debug,kube=warn,sled=warn")

@@ -28,7 +28,7 @@ fn stack_yaml(ns: &str, name: &str, spec_extra: &str, services: &[String]) -> St
 }
 
 fn setup(env: &StackEnv, ns: &str) -> Result<()> {
-    env.kubectl(&["create", "namespace", ns], None)?;
+    env.apply(&format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n"))?;
     Ok(())
 }
 
@@ -45,25 +45,38 @@ fn the_three_service_sample_becomes_ready_with_health_checks_and_dependencies() 
     let env = StackEnv::start(CONFIG)?;
     let ns = unique("ns");
     setup(&env, &ns)?;
-    let health = |port: u16| {
-        format!(
-            "    healthcheck: {{test: [\"CMD\", \"wget\", \"-q\", \"-O\", \"/dev/null\", \"http://127.0.0.1:{port}/\"], intervalSeconds: 1, timeoutSeconds: 2, retries: 5}}\n"
-        )
-    };
-    let httpd = |port: u16, text: &str| {
-        format!(
-            "    command: [\"sh\", \"-c\", \"mkdir -p /tmp/www && echo {text} > /tmp/www/index.html && exec httpd -f -p {port} -h /tmp/www\"]\n"
-        )
-    };
-    let yaml = format!(
-        "apiVersion: berth.dev/v1alpha1\nkind: Stack\nmetadata: {{name: shop, namespace: {ns}}}\nspec:\n  networks: [{{name: back}}]\n  volumes: [{{name: data}}]\n  services:\n\
-  - name: web\n    image: {IMAGE}\n    stopGracePeriodSeconds: 1\n{}    networks: [{{name: back}}]\n    dependsOn: [{{service: api, condition: Started}}]\n\
-  - name: api\n    image: {IMAGE}\n    stopGracePeriodSeconds: 1\n{}{}    networks: [{{name: back}}]\n    dependsOn: [{{service: db, condition: Healthy}}]\n\
-  - name: db\n    image: {IMAGE}\n    stopGracePeriodSeconds: 1\n    command: [\"sh\", \"-c\", \"echo ok > /data/ready && mkdir -p /tmp/www && echo db > /tmp/www/index.html && exec httpd -f -p 5432 -h /tmp/www\"]\n    mounts: [{{mountPath: /data, volume: data}}]\n    networks: [{{name: back, aliases: [database]}}]\n    healthcheck: {{test: [\"CMD\", \"cat\", \"/data/ready\"], intervalSeconds: 1, timeoutSeconds: 2, retries: 5}}\n",
-        httpd(8080, "web"),
-        httpd(8081, "api"),
-        health(8081),
-    );
+    // db (volume, health check) ← api (waits for db Healthy, health check) ← web (waits for api).
+    let yaml = r#"
+apiVersion: berth.dev/v1alpha1
+kind: Stack
+metadata: {name: shop, namespace: NS}
+spec:
+  networks: [{name: back}]
+  volumes: [{name: data}]
+  services:
+  - name: web
+    image: IMAGE
+    stopGracePeriodSeconds: 1
+    command: ["sh", "-c", "mkdir -p /tmp/www && echo web > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www"]
+    networks: [{name: back}]
+    dependsOn: [{service: api, condition: Started}]
+  - name: api
+    image: IMAGE
+    stopGracePeriodSeconds: 1
+    command: ["sh", "-c", "mkdir -p /tmp/www && echo api > /tmp/www/index.html && exec httpd -f -p 8081 -h /tmp/www"]
+    healthcheck: {test: ["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8081/"], intervalSeconds: 1, timeoutSeconds: 2, retries: 5}
+    networks: [{name: back}]
+    dependsOn: [{service: db, condition: Healthy}]
+  - name: db
+    image: IMAGE
+    stopGracePeriodSeconds: 1
+    command: ["sh", "-c", "echo ok > /data/ready && mkdir -p /tmp/www && echo db > /tmp/www/index.html && exec httpd -f -p 5432 -h /tmp/www"]
+    mounts: [{mountPath: /data, volume: data}]
+    networks: [{name: back, aliases: [database]}]
+    healthcheck: {test: ["CMD", "cat", "/data/ready"], intervalSeconds: 1, timeoutSeconds: 2, retries: 5}
+"#
+    .replace("NS", &ns)
+    .replace("IMAGE", IMAGE);
     env.apply(&yaml)?;
     let started = Instant::now();
     env.kubectl(&["wait", "--for=condition=Ready", "stack/shop", "-n", &ns, "--timeout=180s"], None)?;
