@@ -9,21 +9,21 @@ use std::time::{Duration, Instant};
 use berth::apiserver::{self, ApiState};
 use berth::config::OperatorConfig;
 use berth::controllers::context::Context;
-use berth::controllers::pool::{HostPool, OwnerEvent, instance_filter};
+use berth::controllers::host::{self, HostControllerOptions};
+use berth::controllers::pool::HostPool;
 use berth::controllers::stack;
 use berth::docker::fake::{FakeConnector, FakeDocker};
-use berth::docker::{ContainerState, DockerApi};
+use berth::docker::{ContainerState, local_endpoint};
 use berth::metrics::Metrics;
 use berth::policy::OperatorPolicy;
 use berth::store::{StoreOptions, open as open_store};
 use berth_crds::common::{
-    ConditionStatus, EnvVar, EnvVarSource, HealthcheckSpec, LABEL_OWNER_KIND, LABEL_OWNER_NAME, LABEL_OWNER_NAMESPACE,
-    MountSpec, SecretKeySelector, find_condition,
+    ConditionStatus, EnvVar, EnvVarSource, HealthcheckSpec, MountSpec, SecretKeySelector, find_condition,
 };
+use berth_crds::host::{Host, HostSpec};
 use berth_crds::stack::{
     Dependency, DependencyCondition, DriftPolicy, ServiceSpec, Stack, StackPhase, StackSpec, StackStatus, VolumeSpec,
 };
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -40,6 +40,7 @@ struct Env {
     _dir: tempfile::TempDir,
     client: Client,
     fake: FakeDocker,
+    connector: FakeConnector,
     pool: Arc<HostPool>,
     shutdown: CancellationToken,
 }
@@ -54,32 +55,15 @@ fn config(text: &str) -> OperatorConfig {
     OperatorConfig::parse(text, "test").unwrap()
 }
 
-/// Forwards the fake daemon's events to the pool as owner events, as the Host controller does.
-fn forward_events(fake: FakeDocker, pool: Arc<HostPool>, shutdown: CancellationToken) {
-    tokio::spawn(async move {
-        loop {
-            let mut events = fake.events(&instance_filter(INSTANCE));
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    ev = events.next() => match ev {
-                        Some(Ok(ev)) => {
-                            let attr = |k: &str| ev.attributes.get(k).cloned().unwrap_or_default();
-                            pool.publish(OwnerEvent {
-                                host: "local".into(),
-                                owner_kind: attr(LABEL_OWNER_KIND),
-                                namespace: attr(LABEL_OWNER_NAMESPACE),
-                                name: attr(LABEL_OWNER_NAME),
-                                event: ev,
-                            });
-                        }
-                        _ => break,
-                    }
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    });
+/// Host controller timing for tests: quick reconnects and pings.
+fn fast_hosts() -> HostControllerOptions {
+    HostControllerOptions {
+        reconnect_min_delay: Duration::from_millis(50),
+        reconnect_max_delay: Duration::from_millis(500),
+        ping_interval: Duration::from_millis(200),
+        call_timeout: Duration::from_secs(5),
+        ..Default::default()
+    }
 }
 
 async fn env_with(operator: OperatorConfig) -> Env {
@@ -89,23 +73,25 @@ async fn env_with(operator: OperatorConfig) -> Env {
     let operator = Arc::new(operator);
     state.policy = Arc::new(OperatorPolicy::new(operator.clone()));
     let client = Client::new(apiserver::router(state), "default");
-    let fake = FakeDocker::new("fake:///local");
+    // The Host controller registers `local` for the local endpoint, connects it through the
+    // connector, and turns the daemon's events into owner events, as in `berth serve`.
+    let connector = FakeConnector::new();
+    let fake = connector.daemon(&local_endpoint());
     fake.add_image(IMAGE);
     let pool = Arc::new(HostPool::new());
-    pool.set_connected("local", Arc::new(fake.clone()));
     let shutdown = CancellationToken::new();
-    forward_events(fake.clone(), pool.clone(), shutdown.clone());
     let ctx = Arc::new(Context {
         client: client.clone(),
         config: operator,
         instance: INSTANCE.into(),
         hash_key: b"component-test-key".to_vec(),
         pool: pool.clone(),
-        connector: Arc::new(FakeConnector::new()),
+        connector: Arc::new(connector.clone()),
         metrics: Arc::new(Metrics::new()),
     });
+    tokio::spawn(host::run_with(ctx.clone(), shutdown.clone(), fast_hosts()));
     tokio::spawn(stack::run(ctx, shutdown.clone()));
-    Env { _dir: dir, client, fake, pool, shutdown }
+    Env { _dir: dir, client, fake, connector, pool, shutdown }
 }
 
 async fn env() -> Env {
@@ -357,27 +343,31 @@ async fn retry_intervals_grow_while_a_pull_keeps_failing() {
     let mut s = Stack::new("pull2", StackSpec { services: vec![service("web")], ..Default::default() });
     s.spec.services[0].image = "registry.invalid/nothing:2".into();
     create(&e, &s).await;
-    // Record the next attempt announced for each retry count.
+    // For each retry count: the delay announced, i.e. nextAttempt minus when the count was first
+    // seen (nextAttempt is stored in whole seconds: each delay is known to within a second).
     let api = Api::<Stack>::namespaced(e.client.clone(), "default");
-    let mut next: BTreeMap<u32, i64> = BTreeMap::new();
+    let mut delays: BTreeMap<u32, f64> = BTreeMap::new();
     let started = Instant::now();
-    while !next.contains_key(&4) {
-        assert!(started.elapsed() < Duration::from_secs(120), "retries seen: {next:?}");
+    loop {
+        assert!(started.elapsed() < Duration::from_secs(120), "retries seen: {delays:?}");
         let s = api.get("pull2").await.unwrap();
         if let Some(r) = status(&s).retry
             && let Some(t) = r.next_attempt
         {
-            next.entry(r.count).or_insert(t.0.as_second());
+            let now = k8s_openapi::jiff::Timestamp::now().as_millisecond() as f64 / 1000.0;
+            delays.entry(r.count).or_insert(t.0.as_second() as f64 - now);
+        }
+        let (first, last) = (delays.keys().next().copied(), delays.keys().last().copied());
+        if let (Some(a), Some(b)) = (first, last)
+            && b >= 4
+            && b >= a + 2
+        {
+            // 1 s doubling with jitter (up to double): the delay after failure n lies in
+            // [2^(n-1), 2^n) s, so two counts apart the ranges cannot overlap.
+            assert!(delays[&b] > delays[&a], "retry intervals do not grow: {delays:?}");
+            break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    // Each gap between announced attempts is one backoff delay: 1 s doubling with jitter, so the
-    // delay before the 4th attempt (8–16 s) exceeds the one before the 2nd (2–4 s).
-    let gap = |a: u32, b: u32| next.get(&b).zip(next.get(&a)).map(|(b, a)| b - a);
-    if let (Some(early), Some(late)) = (gap(1, 2), gap(3, 4)) {
-        assert!(late > early, "retry intervals do not grow: {next:?}");
-    } else {
-        panic!("not every retry was observed: {next:?}");
     }
 }
 
@@ -387,7 +377,6 @@ async fn an_unreachable_daemon_shows_unreachable_gets_no_destructive_call_and_re
     create(&e, &three_services("shop")).await;
     wait_for(&e, "shop", "Ready", is_ready).await;
     e.fake.set_unreachable(true);
-    e.pool.set_unreachable("local", "connection refused (test)");
     e.fake.reset_calls();
     let api = Api::<Stack>::namespaced(e.client.clone(), "default");
     // A spec change while the host is away: nothing may happen there.
@@ -407,7 +396,6 @@ async fn an_unreachable_daemon_shows_unreachable_gets_no_destructive_call_and_re
         .collect();
     assert!(destructive.is_empty(), "{destructive:?}");
     e.fake.set_unreachable(false);
-    e.pool.set_reachable("local");
     wait_for(&e, "shop", "Ready again", is_ready).await;
     assert_eq!(e.fake.containers().len(), 3);
 }
@@ -436,14 +424,15 @@ async fn deletion_waits_for_an_unreachable_host() {
     let e = env().await;
     create(&e, &three_services("shop")).await;
     wait_for(&e, "shop", "Ready", is_ready).await;
-    e.pool.set_unreachable("local", "no route to host (test)");
+    e.fake.set_unreachable(true);
+    wait_host("the host seen unreachable", || e.pool.get("local").is_err()).await;
     let api = Api::<Stack>::namespaced(e.client.clone(), "default");
     api.delete("shop", &DeleteParams::default()).await.unwrap();
     let s = wait_for(&e, "shop", "blocked", |s| cond(s, "Ready").is_some_and(|c| c.1 == "DeletionBlocked")).await;
-    assert!(cond(&s, "Ready").unwrap().2.contains("no route to host"));
+    assert!(cond(&s, "Ready").unwrap().2.contains("unreachable"), "{:?}", cond(&s, "Ready"));
     assert_eq!(status(&s).phase, Some(StackPhase::Deleting));
     assert_eq!(e.fake.containers().len(), 3, "nothing removed while unreachable");
-    e.pool.set_reachable("local");
+    e.fake.set_unreachable(false);
     let started = Instant::now();
     while api.get_opt("shop").await.unwrap().is_some() {
         assert!(started.elapsed() < Duration::from_secs(120), "not deleted after the host came back");
@@ -559,9 +548,10 @@ async fn a_missing_secret_stalls_until_it_is_created() {
 #[tokio::test]
 async fn a_host_no_longer_selected_is_cleaned_up() {
     let e = env().await;
-    let edge = FakeDocker::new("fake:///edge");
+    let edge = e.connector.daemon("tcp://edge.test:2375");
     edge.add_image(IMAGE);
-    e.pool.set_connected("edge", Arc::new(edge.clone()));
+    let host = Host::new("edge", HostSpec { endpoint: "tcp://edge.test:2375".into(), ..Default::default() });
+    Api::<Host>::all(e.client.clone()).create(&PostParams::default(), &host).await.unwrap();
     let mut s = Stack::new("multi", StackSpec { services: vec![service("web")], ..Default::default() });
     s.spec.hosts =
         Some(berth_crds::stack::HostSelection { names: vec!["local".into(), "edge".into()], selector: None });

@@ -229,23 +229,32 @@ fn an_image_that_cannot_be_pulled_gives_a_clear_condition_and_growing_retry_inte
     let image = "registry.invalid/berth-e2e/nothing:1";
     let svc = format!("  - name: web\n    image: {image}\n    command: [\"sleep\", \"3600\"]\n");
     env.apply(&stack_yaml(&ns, "pull", "", &[svc]))?;
-    // The next attempt announced for each retry count.
-    let mut next: std::collections::BTreeMap<u64, i64> = Default::default();
+    // For each retry count: the delay announced, i.e. nextAttempt minus when the count was first
+    // seen (nextAttempt is in whole seconds, so each delay is known to within a second).
+    let mut delays: std::collections::BTreeMap<u64, f64> = Default::default();
     let started = Instant::now();
-    while !next.contains_key(&4) {
-        assert!(started.elapsed() < Duration::from_secs(240), "retries seen: {next:?}");
+    loop {
+        assert!(started.elapsed() < Duration::from_secs(240), "retries seen: {delays:?}");
         let s = env.stack(&ns, "pull")?;
         if let (Some(count), Some(at)) =
             (s["status"]["retry"]["count"].as_u64(), s["status"]["retry"]["nextAttempt"].as_str())
             && let Ok(t) = at.parse::<jiff::Timestamp>()
         {
-            next.entry(count).or_insert(t.as_second());
+            let now = jiff::Timestamp::now().as_millisecond() as f64 / 1000.0;
+            delays.entry(count).or_insert(t.as_second() as f64 - now);
+        }
+        let (first, last) = (delays.keys().next().copied(), delays.keys().last().copied());
+        if let (Some(a), Some(b)) = (first, last)
+            && b >= 4
+            && b >= a + 2
+        {
+            eprintln!("announced retry delays (count → seconds): {delays:?}");
+            // 1 s doubling with jitter: the delay after failure n lies in [2^(n-1), 2^n) s.
+            assert!(delays[&b] > delays[&a], "retry intervals do not grow: {delays:?}");
+            break;
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    eprintln!("announced attempts (count → unix time): {next:?}");
-    let gap = |a: u64, b: u64| next[&b] - next[&a];
-    assert!(gap(3, 4) > gap(1, 2), "retry intervals do not grow: {next:?}");
     let s = env.stack(&ns, "pull")?;
     let (status, reason, message) = condition(&s, "Progressing").expect("Progressing");
     assert_eq!((status.as_str(), reason.as_str()), ("True", "Retrying"));

@@ -20,7 +20,7 @@ enum Command {
     /// Print (or write) the CustomResourceDefinitions of berth's kinds.
     Crd(crd::CrdArgs),
     /// Run the API server, the controllers and the Docker drivers in one process.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
 }
 
 /// Runs the CLI and maps the outcome onto berth's exit codes: 0 success, 1 failure, 2 usage.
@@ -35,7 +35,7 @@ pub fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Crd(args) => crd::run(args),
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -214,10 +214,19 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
         .reflect(cm_writer)
         .touched_objects();
     let (hosts, host_writer) = reflector::store::<Host>();
+    // Only what can change a selection matters (Host status is written all the time; a Host
+    // that goes away leaves the pool, which `watch_reachability` notices).
+    let host_labels = |h: &Host| {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        h.metadata.uid.hash(&mut hasher);
+        h.metadata.labels.hash(&mut hasher);
+        Some(hasher.finish())
+    };
     let host_stream = watcher(Api::<Host>::all(client.clone()), watcher::Config::default())
         .default_backoff()
         .reflect(host_writer)
-        .touched_objects();
+        .applied_objects()
+        .predicate_filter(host_labels, PredicateConfig::default());
 
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let reporter = Reporter { controller: CONTROLLER_NAME.into(), instance: Some(ctx.instance.clone()) };
