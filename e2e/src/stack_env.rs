@@ -89,68 +89,133 @@ pub fn wait_until<T>(what: &str, deadline: Duration, mut check: impl FnMut() -> 
 /// the server and removes every container, network and volume of its instance from the daemon.
 #[derive(Debug)]
 pub struct StackEnv {
-    child: Child,
-    /// Temp dir holding data dir, config, kubectl cache and log.
+    /// The processes, the controllers last (stopped first).
+    children: Vec<Child>,
+    /// Temp dir holding data dirs, config, kubectl cache and logs.
     pub dir: tempfile::TempDir,
     /// The instance name (label `berth.dev/instance`).
     pub instance: String,
-    /// `<data-dir>/kubeconfig`.
+    /// The kubeconfig of the API the test talks to.
     pub kubeconfig: PathBuf,
     cache_dir: PathBuf,
-    log: PathBuf,
+    logs: Vec<PathBuf>,
     /// Names of containers the test created by hand (removed at drop).
     pub foreign: std::cell::RefCell<Vec<String>>,
 }
 
+/// Starts `berth ARGS…` with its log in `log` and waits for a stdout line starting with `ready`.
+fn spawn_berth(args: &[&std::ffi::OsStr], log: &Path, ready: &'static str) -> Result<Child> {
+    let bin = berth_binary()?;
+    let log_file = std::fs::File::create(log)?;
+    let mut child = Command::new(&bin)
+        .args(args)
+        .env("BERTH_LOG", "info,berth=debug,kube=warn,sled=warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log_file)
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let stdout = child.stdout.take().expect("piped");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        // Keep draining stdout for the process's whole life so it never blocks on a full pipe.
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.starts_with(ready) {
+                let _ = tx.send(());
+            }
+        }
+    });
+    if rx.recv_timeout(START_TIMEOUT).is_err() {
+        let _ = child.kill();
+        let _ = child.wait();
+        bail!("berth {args:?} did not start within {START_TIMEOUT:?}; log:\n{}", tail(log));
+    }
+    Ok(child)
+}
+
 impl StackEnv {
-    /// Starts `berth serve` with its controllers and the operator config `config` (YAML).
+    fn new(
+        dir: tempfile::TempDir,
+        children: Vec<Child>,
+        instance: String,
+        kubeconfig: PathBuf,
+        logs: Vec<PathBuf>,
+    ) -> Self {
+        let cache_dir = dir.path().join("kube-cache");
+        Self { children, dir, instance, kubeconfig, cache_dir, logs, foreign: Default::default() }
+    }
+
+    /// Starts `berth serve` (API and controllers in one process) with the operator config
+    /// `config` (YAML), under a unique instance name.
     pub fn start(config: &str) -> Result<Self> {
-        let bin = berth_binary()?;
         let dir = tempfile::tempdir()?;
         let data_dir = dir.path().join("data");
         let config_path = dir.path().join("berth.yaml");
         std::fs::write(&config_path, config)?;
         let instance = unique("e2e");
         let log = dir.path().join("serve.log");
-        let log_file = std::fs::File::create(&log)?;
-        let mut child = Command::new(&bin)
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(&data_dir)
-            // kubectl sends its bearer token only over TLS.
-            .args(["--listen", "127.0.0.1:0", "--tls-self-signed", "--instance", &instance])
-            .arg("--config")
-            .arg(&config_path)
-            .env("BERTH_LOG", "info,berth=debug,kube=warn,sled=warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log_file)
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        let stdout = child.stdout.take().expect("piped");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.starts_with("berth API listening on ") {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        if rx.recv_timeout(START_TIMEOUT).is_err() {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("berth serve did not start within {START_TIMEOUT:?}; log:\n{}", tail(&log));
-        }
-        let cache_dir = dir.path().join("kube-cache");
-        Ok(Self {
-            child,
-            kubeconfig: data_dir.join("kubeconfig"),
-            dir,
-            instance,
-            cache_dir,
-            log,
-            foreign: Default::default(),
-        })
+        let os = |s: &'static str| std::ffi::OsStr::new(s);
+        // TLS (the default, self-signed): kubectl sends its bearer token only over TLS.
+        let child = spawn_berth(
+            &[
+                os("serve"),
+                os("--data-dir"),
+                data_dir.as_os_str(),
+                os("--listen"),
+                os("127.0.0.1:0"),
+                os("--instance"),
+                std::ffi::OsStr::new(&instance),
+                os("--config"),
+                config_path.as_os_str(),
+            ],
+            &log,
+            "berth API listening on ",
+        )?;
+        Ok(Self::new(dir, vec![child], instance, data_dir.join("kubeconfig"), vec![log]))
+    }
+
+    /// Starts an API-only `berth serve --no-controllers`, standing for an external Kubernetes API,
+    /// and the controllers in a second process, `berth serve --no-embedded-api --kubeconfig`
+    /// pointed at it: the path of PRODUCT §2 "Growing past one machine".
+    pub fn start_external_api(config: &str) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let api_dir = dir.path().join("api");
+        let ctl_dir = dir.path().join("controllers");
+        let config_path = dir.path().join("berth.yaml");
+        std::fs::write(&config_path, config)?;
+        let instance = unique("e2e");
+        let (api_log, ctl_log) = (dir.path().join("api.log"), dir.path().join("controllers.log"));
+        let os = |s: &'static str| std::ffi::OsStr::new(s);
+        let api = spawn_berth(
+            &[
+                os("serve"),
+                os("--data-dir"),
+                api_dir.as_os_str(),
+                os("--listen"),
+                os("127.0.0.1:0"),
+                os("--no-controllers"),
+            ],
+            &api_log,
+            "berth API listening on ",
+        )?;
+        let kubeconfig = api_dir.join("kubeconfig");
+        let controllers = spawn_berth(
+            &[
+                os("serve"),
+                os("--data-dir"),
+                ctl_dir.as_os_str(),
+                os("--no-embedded-api"),
+                os("--kubeconfig"),
+                kubeconfig.as_os_str(),
+                os("--instance"),
+                std::ffi::OsStr::new(&instance),
+                os("--config"),
+                config_path.as_os_str(),
+            ],
+            &ctl_log,
+            "berth controllers running against ",
+        )?;
+        Ok(Self::new(dir, vec![api, controllers], instance, kubeconfig, vec![api_log, ctl_log]))
     }
 
     /// `kubectl ARGS…` with the server's kubeconfig (and `stdin`), returning its output.
@@ -206,9 +271,9 @@ impl StackEnv {
         docker(&all)
     }
 
-    /// The end of the server's log.
+    /// The end of the servers' logs.
     pub fn log_tail(&self) -> String {
-        tail(&self.log)
+        self.logs.iter().map(|l| format!("== {}\n{}", l.display(), tail(l))).collect::<Vec<_>>().join("\n")
     }
 }
 
@@ -253,13 +318,15 @@ fn remove_labelled(kind: &str, label: &str) {
 
 impl Drop for StackEnv {
     fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let started = Instant::now();
-        while matches!(self.child.try_wait(), Ok(None)) && started.elapsed() < Duration::from_secs(20) {
-            std::thread::sleep(Duration::from_millis(100));
+        for child in self.children.iter_mut().rev() {
+            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            let started = Instant::now();
+            while matches!(child.try_wait(), Ok(None)) && started.elapsed() < Duration::from_secs(20) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
         let label = format!("label=berth.dev/instance={}", self.instance);
         remove_labelled("container", &label);
         for name in self.foreign.borrow().iter() {

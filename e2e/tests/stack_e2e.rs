@@ -283,3 +283,18 @@ fn deleting_a_stack_removes_containers_and_network_but_keeps_the_volume() -> Res
     assert!(docker(&["volume", "inspect", &volume]).is_ok(), "the volume is kept");
     Ok(())
 }
+
+#[test]
+fn the_controllers_run_against_an_external_api_with_no_embedded_api() -> Result<()> {
+    let env = StackEnv::start_external_api(CONFIG)?;
+    let ns = unique("ns");
+    setup(&env, &ns)?;
+    env.apply(&stack_yaml(&ns, "remote", "", &[service("web", "")]))?;
+    env.wait_stack(&ns, "remote", "Ready", READY, is_ready)?;
+    let c = inspect(&format!("{ns}.remote-web-0"))?.expect("the container exists");
+    assert_eq!(c["State"]["Running"], true);
+    assert_eq!(c["Config"]["Labels"]["berth.dev/instance"], env.instance.as_str());
+    env.kubectl(&["delete", "stack", "remote", "-n", &ns, "--timeout=120s"], None)?;
+    assert!(inspect(&format!("{ns}.remote-web-0"))?.is_none(), "the container is removed");
+    Ok(())
+}
