@@ -123,6 +123,36 @@ mod tests {
         c
     }
 
+    async fn admit(config: &OperatorConfig, op: Operation, new: &Stack, old: Option<&Stack>) -> Result<(), ApiError> {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::open(dir.path().join("store"), Default::default()).unwrap();
+        let registry = crate::apiserver::registry::Registry::builtin();
+        let info = registry.find_kind("berth.dev", "Stack").unwrap();
+        let object = serde_json::to_value(new).unwrap();
+        let old = old.map(|o| serde_json::to_value(o).unwrap());
+        let request =
+            AdmissionRequest { resource: &info, operation: op, object: &object, old: old.as_ref(), store: &*store };
+        OperatorPolicy::new(Arc::new(config.clone())).admit(&request).await
+    }
+
+    #[tokio::test]
+    async fn creates_are_refused_but_updates_refuse_only_new_violations() {
+        let narrow = config(&["/srv"]);
+        let err = admit(&narrow, Operation::Create, &stack(&["/etc"]), None).await.unwrap_err();
+        assert_eq!(err.code().as_u16(), 422);
+        assert!(err.to_string().contains("spec.services[0].mounts[0].hostPath"), "{err}");
+        // A Stack admitted under a wider allowlist can still be updated (its finalizer removed)…
+        let old = stack(&["/etc"]);
+        let mut same = old.clone();
+        same.metadata.finalizers = Some(vec![]);
+        admit(&narrow, Operation::Update, &same, Some(&old)).await.unwrap();
+        // …but not given another forbidden path.
+        let worse = stack(&["/etc", "/var/run/docker.sock"]);
+        let err = admit(&narrow, Operation::Update, &worse, Some(&old)).await.unwrap_err();
+        assert!(err.to_string().contains("mounts[1].hostPath") && !err.to_string().contains("mounts[0]"), "{err}");
+        admit(&narrow, Operation::Create, &stack(&["/srv/x"]), None).await.unwrap();
+    }
+
     #[test]
     fn host_paths_outside_the_allowlist_are_refused_with_the_field_and_the_key() {
         let causes = stack_causes(&config(&["/srv"]), &stack(&["/srv/shop", "/etc/shadow", "/srvx"]));

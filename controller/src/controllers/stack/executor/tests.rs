@@ -517,3 +517,138 @@ async fn a_new_host_in_the_pool_is_used_without_restart() {
     assert_eq!(fake.containers().len(), 3);
     let _ = fake.ping().await;
 }
+
+/// A daemon whose container creations take a while, counting how many are in flight at once.
+struct SlowCreates {
+    inner: FakeDocker,
+    in_flight: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl DockerApi for SlowCreates {
+    fn endpoint(&self) -> &str {
+        self.inner.endpoint()
+    }
+    async fn ping(&self) -> crate::docker::DockerResult<()> {
+        self.inner.ping().await
+    }
+    async fn info(&self) -> crate::docker::DockerResult<crate::docker::DaemonFacts> {
+        self.inner.info().await
+    }
+    async fn list_containers(
+        &self,
+        l: &crate::docker::LabelFilter,
+    ) -> crate::docker::DockerResult<Vec<crate::docker::ContainerSummary>> {
+        self.inner.list_containers(l).await
+    }
+    async fn inspect_container(&self, id: &str) -> crate::docker::DockerResult<crate::docker::ContainerDetails> {
+        self.inner.inspect_container(id).await
+    }
+    async fn create_container(&self, spec: &crate::docker::ContainerSpec) -> crate::docker::DockerResult<String> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.in_flight.fetch_add(1, SeqCst) + 1;
+        self.most.fetch_max(now, SeqCst);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let r = self.inner.create_container(spec).await;
+        self.in_flight.fetch_sub(1, SeqCst);
+        r
+    }
+    async fn start_container(&self, id: &str) -> crate::docker::DockerResult<()> {
+        self.inner.start_container(id).await
+    }
+    async fn stop_container(&self, id: &str, t: Option<i64>) -> crate::docker::DockerResult<()> {
+        self.inner.stop_container(id, t).await
+    }
+    async fn restart_container(&self, id: &str, t: Option<i64>) -> crate::docker::DockerResult<()> {
+        self.inner.restart_container(id, t).await
+    }
+    async fn kill_container(&self, id: &str, s: Option<&str>) -> crate::docker::DockerResult<()> {
+        self.inner.kill_container(id, s).await
+    }
+    async fn remove_container(&self, id: &str, force: bool) -> crate::docker::DockerResult<()> {
+        self.inner.remove_container(id, force).await
+    }
+    async fn rename_container(&self, id: &str, name: &str) -> crate::docker::DockerResult<()> {
+        self.inner.rename_container(id, name).await
+    }
+    async fn list_networks(
+        &self,
+        l: &crate::docker::LabelFilter,
+    ) -> crate::docker::DockerResult<Vec<crate::docker::NetworkSummary>> {
+        self.inner.list_networks(l).await
+    }
+    async fn create_network(&self, spec: &crate::docker::NetworkSpec) -> crate::docker::DockerResult<String> {
+        self.inner.create_network(spec).await
+    }
+    async fn remove_network(&self, id: &str) -> crate::docker::DockerResult<()> {
+        self.inner.remove_network(id).await
+    }
+    async fn connect_network(&self, n: &str, c: &str, a: &[String]) -> crate::docker::DockerResult<()> {
+        self.inner.connect_network(n, c, a).await
+    }
+    async fn disconnect_network(&self, n: &str, c: &str) -> crate::docker::DockerResult<()> {
+        self.inner.disconnect_network(n, c).await
+    }
+    async fn list_volumes(
+        &self,
+        l: &crate::docker::LabelFilter,
+    ) -> crate::docker::DockerResult<Vec<crate::docker::VolumeSummary>> {
+        self.inner.list_volumes(l).await
+    }
+    async fn create_volume(&self, spec: &crate::docker::VolumeSpec) -> crate::docker::DockerResult<()> {
+        self.inner.create_volume(spec).await
+    }
+    async fn remove_volume(&self, name: &str) -> crate::docker::DockerResult<()> {
+        self.inner.remove_volume(name).await
+    }
+    async fn inspect_image(&self, r: &str) -> crate::docker::DockerResult<Option<crate::docker::ImageInfo>> {
+        self.inner.inspect_image(r).await
+    }
+    async fn pull_image(&self, r: &str, p: crate::docker::ProgressFn<'_>) -> crate::docker::DockerResult<()> {
+        self.inner.pull_image(r, p).await
+    }
+    async fn download_archive(&self, c: &str, p: &str) -> crate::docker::DockerResult<bytes::Bytes> {
+        self.inner.download_archive(c, p).await
+    }
+    async fn upload_archive(&self, c: &str, p: &str, t: bytes::Bytes) -> crate::docker::DockerResult<()> {
+        self.inner.upload_archive(c, p, t).await
+    }
+    fn events(
+        &self,
+        l: &crate::docker::LabelFilter,
+    ) -> futures::stream::BoxStream<'static, crate::docker::DockerResult<crate::docker::DockerEvent>> {
+        self.inner.events(l)
+    }
+    fn logs(
+        &self,
+        id: &str,
+        o: &crate::docker::LogOptions,
+    ) -> futures::stream::BoxStream<'static, crate::docker::DockerResult<crate::docker::LogLine>> {
+        self.inner.logs(id, o)
+    }
+}
+
+#[tokio::test]
+async fn max_parallel_bounds_the_replicas_changed_at_once() {
+    for (max_parallel, expected) in [(1, 1), (2, 2), (8, 5)] {
+        let inner = FakeDocker::default();
+        inner.add_image(IMAGE);
+        let slow =
+            Arc::new(SlowCreates { inner: inner.clone(), in_flight: Default::default(), most: Default::default() });
+        let pool = Arc::new(crate::controllers::pool::HostPool::new());
+        pool.set_connected("local", slow.clone());
+        let cx = PassContext::new(pool, "test");
+        let mut s = sample_stack("shop", "uid-1");
+        s.spec.services[0].replicas = 5;
+        s.spec.services[0].depends_on.clear();
+        let desired = desired_of(&s);
+        let mode = Mode::Apply { policy: DriftPolicy::Reconcile, exec: ExecOptions { max_parallel, ..fast() } };
+        let r =
+            reconcile_host(&cx, "uid-1", &desired, "local", &mode, false, &HashMap::new(), &Collect::default()).await;
+        assert_clean(&r);
+        assert_eq!(inner.containers().len(), 7);
+        let most = slow.most.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(most, expected, "maxParallel {max_parallel}: {most} creations at once");
+    }
+}
