@@ -70,12 +70,13 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts a server on a free loopback port and waits until it has written its kubeconfig
-    /// and answers.
+    /// Starts a server on a free loopback port and waits until it has written its kubeconfig.
+    /// It serves TLS with a self-signed certificate: kubectl (client-go) sends no bearer token
+    /// over plain HTTP, so the kubectl tests need TLS, and the berth CLI is tested with it too.
     pub fn start() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut child = Command::new(berth_bin())
-            .args(["serve", "--listen", "127.0.0.1:0", "--no-controllers", "--data-dir"])
+            .args(["serve", "--listen", "127.0.0.1:0", "--no-controllers", "--tls-self-signed", "--data-dir"])
             .arg(dir.path())
             .env_remove("KUBECONFIG")
             .stdin(Stdio::null())

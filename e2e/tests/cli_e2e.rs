@@ -266,7 +266,7 @@ fn diff_exits_0_when_equal_1_when_different_2_on_error() {
     assert!(r.stdout.is_empty(), "{}", r.stdout);
     write(dir.path(), "s.yaml", &stack("df", "app: df", "busybox:2"));
     let r = server.berth(&["diff", "-f", f]).expect(1);
-    assert!(r.stdout.contains("-    image: busybox:1\n+    image: busybox:2"), "{}", r.stdout);
+    assert!(r.stdout.contains("-  - image: busybox:1\n+  - image: busybox:2"), "{}", r.stdout);
     write(dir.path(), "s.yaml", "kind: [");
     server.berth(&["diff", "-f", f]).expect(2);
 }

@@ -38,11 +38,10 @@ pub struct TableOptions {
     pub show_labels: bool,
 }
 
-/// kubectl's rendering of one cell.
+/// kubectl's rendering of one cell: a missing value is an empty cell.
 pub fn cell_text(v: &Value) -> String {
     match v {
-        Value::Null => "<none>".into(),
-        Value::String(s) if s.is_empty() => "<none>".into(),
+        Value::Null => String::new(),
         Value::String(s) => s.clone(),
         other => other.to_string(),
     }
@@ -217,9 +216,10 @@ mod tests {
         rows.extend(objs.iter().map(|o| row(&info, o, TableOptions::default())));
         let text = render(&rows);
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines[0], "NAME            READY    PHASE    HOSTS    AGE");
-        assert!(lines[1].starts_with("web             True     Ready    1/1      "), "{text}");
-        assert!(lines[2].starts_with("api-long-name   <none>   <none>   <none>   "), "{text}");
+        assert_eq!(lines[0], "NAME            READY   PHASE   HOSTS   AGE");
+        assert!(lines[1].starts_with("web             True    Ready   1/1     "), "{text}");
+        // Missing values are empty cells, as kubectl prints them.
+        assert!(lines[2].starts_with("api-long-name                           "), "{text}");
         assert!(lines[1].ends_with('s'), "age column: {text}");
     }
 
