@@ -41,9 +41,7 @@ fn set_ready(server: &Server, name: &str, status: &str, reason: &str, message: &
         "conditions": [{"type": "Ready", "status": status, "reason": reason, "message": message,
             "lastTransitionTime": "2026-01-01T00:00:00Z", "observedGeneration": generation}]
     }});
-    server
-        .kubectl(&["patch", "stack", name, "--subresource=status", "--type=merge", "-p", &patch.to_string()])
-        .ok();
+    server.kubectl(&["patch", "stack", name, "--subresource=status", "--type=merge", "-p", &patch.to_string()]).ok();
 }
 
 #[test]
@@ -121,7 +119,11 @@ fn a_bad_document_among_good_ones_applies_nothing_and_names_file_document_and_fi
     let bad = stack("broken", "app: t", "busybox:1").replace("image: busybox:1", "image: busybox:1\n    replicas: -1");
     write(dir.path(), "2-mixed.yaml", &format!("{}---\n{bad}", configmap("fine", "app: t")));
     let r = server.berth(&["apply", "-f", dir.path().to_str().unwrap()]).expect(1);
-    assert!(r.stderr.contains("2-mixed.yaml: document 2 (stack.berth.dev/broken): spec.services[0].replicas"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("2-mixed.yaml: document 2 (stack.berth.dev/broken): spec.services[0].replicas"),
+        "{}",
+        r.stderr
+    );
     assert!(r.stderr.contains("nothing was sent"), "{}", r.stderr);
     assert!(r.stdout.is_empty(), "{}", r.stdout);
     let r = server.berth(&["get", "stacks,cm"]).ok();
@@ -197,9 +199,16 @@ fn describe_shows_conditions_and_events() {
     );
     server.berth_stdin(&["apply", "-f", "-"], &event).ok();
     let text = server.berth(&["describe", "stack/d"]).ok().stdout;
-    for want in ["Name:", "Conditions:", "ImagePullFailed", "pulling busybox:1 failed", "Events:", "PullFailed",
-        "image busybox:1 not found", "berth-stack"]
-    {
+    for want in [
+        "Name:",
+        "Conditions:",
+        "ImagePullFailed",
+        "pulling busybox:1 failed",
+        "Events:",
+        "PullFailed",
+        "image busybox:1 not found",
+        "berth-stack",
+    ] {
         assert!(text.contains(want), "missing {want:?}:\n{text}");
     }
     let evs = server.berth(&["events", "--for", "stack/d"]).ok().stdout;
@@ -225,6 +234,20 @@ fn wait_times_out_with_the_condition_message_and_succeeds_when_ready() {
     assert_eq!(waiter.wait_exit(LONG), Some(0), "{:#?}", waiter.seen);
     assert!(waiter.seen.iter().any(|l| l == "stack.berth.dev/r condition met"), "{:#?}", waiter.seen);
 
+    // apply --wait returns once what it applied is Ready.
+    let r = server
+        .berth_stdin(&["apply", "-f", "-", "--wait", "--timeout", "30s"], &stack("r", "app: r", "busybox:1"))
+        .ok();
+    assert!(
+        r.stdout.contains("stack.berth.dev/r unchanged") && r.stdout.contains("stack.berth.dev/r condition met"),
+        "{}",
+        r.stdout
+    );
+    let r = server
+        .berth_stdin(&["apply", "-f", "-", "--wait", "--timeout", "2s"], &stack("r2", "app: r", "busybox:1"))
+        .expect(1);
+    assert!(r.stderr.contains("no controller has reported status"), "{}", r.stderr);
+
     // A spec change makes the old Ready stale: waiting again times out until status catches up.
     server.berth_stdin(&["apply", "-f", "-"], &stack("r", "app: r", "busybox:2")).ok();
     let r = server.berth(&["wait", "--for=condition=Ready", "stack/r", "--timeout", "1s"]).expect(1);
@@ -245,7 +268,8 @@ fn delete_wait_returns_when_the_object_is_gone() {
     server.berth(&["delete", "stack/gone", "--ignore-not-found"]).ok();
 
     // A finalizer holds the object: --wait times out saying so.
-    let held = stack("held", "app: g", "busybox:1").replace("  labels:", "  finalizers: [test.berth.dev/hold]\n  labels:");
+    let held =
+        stack("held", "app: g", "busybox:1").replace("  labels:", "  finalizers: [test.berth.dev/hold]\n  labels:");
     server.berth_stdin(&["apply", "-f", "-"], &held).ok();
     let r = server.berth(&["delete", "stack/held", "--wait", "--timeout", "2s"]).expect(1);
     assert!(r.stderr.contains("test.berth.dev/hold"), "{}", r.stderr);
@@ -261,6 +285,12 @@ fn diff_exits_0_when_equal_1_when_different_2_on_error() {
     let f = file.to_str().unwrap();
     let r = server.berth(&["diff", "-f", f]).expect(1);
     assert!(r.stdout.contains("+++ applied/stack.berth.dev/default/df"), "{}", r.stdout);
+    // Dry runs, decided here or by the server, store nothing.
+    let r = server.berth(&["apply", "-f", f, "--dry-run"]).ok();
+    assert_eq!(r.stdout, "stack.berth.dev/df created (dry run)\n");
+    let r = server.berth(&["apply", "-f", f, "--dry-run=server"]).ok();
+    assert_eq!(r.stdout, "stack.berth.dev/df created (server dry run)\n");
+    server.berth(&["get", "stack", "df"]).expect(1);
     server.berth(&["apply", "-f", f]).ok();
     let r = server.berth(&["diff", "-f", f]).ok();
     assert!(r.stdout.is_empty(), "{}", r.stdout);
@@ -291,7 +321,8 @@ fn version_completion_and_connection_errors() {
 
     // No server behind the kubeconfig: say which URL was tried and what to check.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let kc = std::fs::read_to_string(server.kubeconfig()).unwrap().replace(&server.url, &format!("http://127.0.0.1:{port}"));
+    let kc =
+        std::fs::read_to_string(server.kubeconfig()).unwrap().replace(&server.url, &format!("http://127.0.0.1:{port}"));
     let dead = write(server.dir.path(), "dead-kubeconfig", &kc);
     let r = server.berth(&["get", "stacks", "--kubeconfig", dead.to_str().unwrap()]).expect(1);
     assert!(r.stderr.contains("Is `berth serve` running?"), "{}", r.stderr);
@@ -304,10 +335,14 @@ fn version_completion_and_connection_errors() {
 }
 
 fn without_age(table: &str) -> Vec<Vec<String>> {
-    table.lines().map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>()).map(|mut v| {
-        v.pop();
-        v
-    }).collect()
+    table
+        .lines()
+        .map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+        .map(|mut v| {
+            v.pop();
+            v
+        })
+        .collect()
 }
 
 #[test]

@@ -155,11 +155,7 @@ fn root_cause(err: &anyhow::Error) -> String {
 
 /// Runs a client command on a small runtime.
 pub fn block_on(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?
-        .block_on(fut)
+    tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?.block_on(fut)
 }
 
 /// The text printed for a failed command: kubectl's `Error from server (Reason): message` for API
@@ -223,7 +219,10 @@ mod tests {
             kubeconfig_source(None, Some("  "), dd),
             KubeconfigSource::DataDir(PathBuf::from("/srv/berth/kubeconfig"))
         );
-        assert_eq!(kubeconfig_source(None, None, dd), KubeconfigSource::DataDir(PathBuf::from("/srv/berth/kubeconfig")));
+        assert_eq!(
+            kubeconfig_source(None, None, dd),
+            KubeconfigSource::DataDir(PathBuf::from("/srv/berth/kubeconfig"))
+        );
     }
 
     #[test]

@@ -140,8 +140,18 @@ pub async fn exec(session: &Session, args: &DeleteArgs, out: &mut impl Write) ->
         for v in &deleted {
             let ns = v.namespace.clone().unwrap_or_default();
             let mut sink = Vec::new();
-            wait::wait_one(session, &v.info, &ns, &v.name, &WaitFor::Delete, deadline, args.timeout, &mut progress, &mut sink)
-                .await?;
+            wait::wait_one(
+                session,
+                &v.info,
+                &ns,
+                &v.name,
+                &WaitFor::Delete,
+                deadline,
+                args.timeout,
+                &mut progress,
+                &mut sink,
+            )
+            .await?;
         }
     }
     if failed {

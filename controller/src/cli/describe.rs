@@ -165,7 +165,8 @@ fn selector_text(sel: &Value) -> String {
         .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
         .collect();
     for e in sel.get("matchExpressions").and_then(Value::as_array).into_iter().flatten() {
-        let values: Vec<&str> = e.get("values").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
+        let values: Vec<&str> =
+            e.get("values").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
         parts.push(format!("{} {} ({})", s(e, "/key"), s(e, "/operator"), values.join(",")));
     }
     parts.join(",")
@@ -176,7 +177,8 @@ fn stack_spec(obj: &Value, b: &mut Block) {
     let hosts = match spec.get("hosts") {
         None | Some(Value::Null) => "local (default)".to_string(),
         Some(h) => {
-            let names: Vec<&str> = h.get("names").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
+            let names: Vec<&str> =
+                h.get("names").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
             let mut parts = Vec::new();
             if !names.is_empty() {
                 parts.push(names.join(","));
@@ -221,7 +223,9 @@ fn stack_spec(obj: &Value, b: &mut Block) {
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
-            .map(|d| format!("{} ({})", s(d, "/service"), d.get("condition").and_then(Value::as_str).unwrap_or("Started")))
+            .map(|d| {
+                format!("{} ({})", s(d, "/service"), d.get("condition").and_then(Value::as_str).unwrap_or("Started"))
+            })
             .collect();
         rows.push(vec![
             s(svc, "/name").to_string(),
@@ -307,8 +311,11 @@ fn stack_hosts(obj: &Value, b: &mut Block) {
             s(h, "/phase"),
             if message.is_empty() { String::new() } else { format!(" ({message})") }
         ));
-        let mut rows =
-            vec![["SERVICE", "REPLICA", "STATE", "HEALTH", "CONTAINER", "IMAGE", "RESTARTS", "PORTS"].map(String::from).to_vec()];
+        let mut rows = vec![
+            ["SERVICE", "REPLICA", "STATE", "HEALTH", "CONTAINER", "IMAGE", "RESTARTS", "PORTS"]
+                .map(String::from)
+                .to_vec(),
+        ];
         for c in h.get("containers").and_then(Value::as_array).into_iter().flatten() {
             let id = s(c, "/containerId");
             rows.push(vec![
@@ -458,14 +465,20 @@ pub fn render(info: &ResourceInfo, obj: &Value, evs: &[Value]) -> String {
             b.heading(0, "Data");
             for (k, v) in obj.get("data").and_then(Value::as_object).into_iter().flatten() {
                 use base64::Engine;
-                let len = base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap_or("")).map(|d| d.len()).unwrap_or(0);
+                let len = base64::engine::general_purpose::STANDARD
+                    .decode(v.as_str().unwrap_or(""))
+                    .map(|d| d.len())
+                    .unwrap_or(0);
                 b.kv(2, k, format!("{len} bytes"));
             }
         }
         (ResourceClass::ConfigMap, _) => {
             b.heading(0, "Data");
             for (k, v) in obj.get("data").and_then(Value::as_object).into_iter().flatten() {
-                b.raw(format!("  {k}:\n  ----\n{}", v.as_str().unwrap_or("").lines().map(|l| format!("  {l}\n")).collect::<String>()));
+                b.raw(format!(
+                    "  {k}:\n  ----\n{}",
+                    v.as_str().unwrap_or("").lines().map(|l| format!("  {l}\n")).collect::<String>()
+                ));
             }
         }
         _ => {

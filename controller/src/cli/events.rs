@@ -122,7 +122,10 @@ pub async fn exec(session: &Session, args: &EventsArgs, out: &mut impl Write) ->
     };
     let keep = |ev: &Value| {
         let type_ok = args.types.is_empty()
-            || args.types.iter().any(|t| ev.get("type").and_then(Value::as_str).is_some_and(|x| x.eq_ignore_ascii_case(t)));
+            || args
+                .types
+                .iter()
+                .any(|t| ev.get("type").and_then(Value::as_str).is_some_and(|x| x.eq_ignore_ascii_case(t)));
         let about_ok = about.as_ref().is_none_or(|(k, n)| is_about(ev, k, n, None));
         type_ok && about_ok
     };

@@ -242,7 +242,9 @@ fn print_watched(
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
     match view.format {
-        OutputFormat::Table | OutputFormat::Wide => writeln!(out, "{}", columns.line(&printer::row(info, obj, view.table)))?,
+        OutputFormat::Table | OutputFormat::Wide => {
+            writeln!(out, "{}", columns.line(&printer::row(info, obj, view.table)))?
+        }
         OutputFormat::Name => writeln!(out, "{}", resources::display_name(info, name_of(obj)))?,
         OutputFormat::Yaml => write!(out, "---\n{}", printer::yaml(&printer::presentable(obj))?)?,
         OutputFormat::Json => write!(out, "{}", printer::json(&printer::presentable(obj))?)?,

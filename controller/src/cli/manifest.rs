@@ -299,11 +299,15 @@ fn check_document(file: &str, position: &str, mut value: Value, ns: &NamespaceRu
         return Err(missing);
     }
     let Some(info) = resources::for_type(&api_version, &kind) else {
-        let known: Vec<String> = resources::registry().all().iter().map(|r| format!("{} {}", r.api_version(), r.kind)).collect();
+        let known: Vec<String> =
+            resources::registry().all().iter().map(|r| format!("{} {}", r.api_version(), r.kind)).collect();
         return Err(vec![problem(
             label,
             None,
-            format!("berth does not serve kind {kind:?} in apiVersion {api_version:?}; it serves: {}", known.join(", ")),
+            format!(
+                "berth does not serve kind {kind:?} in apiVersion {api_version:?}; it serves: {}",
+                known.join(", ")
+            ),
         )]);
     };
     let object = Some(resources::display_name(&info, &name));
@@ -439,7 +443,8 @@ mod tests {
 
     #[test]
     fn orders_namespaces_hosts_secrets_before_stacks() {
-        let text = format!("{STACK}---\n{SECRET}---\n{HOST}---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: shop}}\n");
+        let text =
+            format!("{STACK}---\n{SECRET}---\n{HOST}---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: shop}}\n");
         let docs = prepare(&[input("all.yaml", &text)], &ns()).unwrap();
         let kinds: Vec<&str> = docs.iter().map(|d| d.info.kind.as_str()).collect();
         assert_eq!(kinds, ["Namespace", "Host", "Secret", "Stack"]);
@@ -457,10 +462,10 @@ mod tests {
     #[test]
     fn fills_namespace_and_strips_it_from_cluster_scoped_kinds() {
         let host = HOST.replace("{name: edge-1}", "{name: edge-1, namespace: default}");
-        let docs = prepare(&[input("x.yaml", &format!("{STACK}---\n{host}"))], &NamespaceRule {
-            default: "shop".into(),
-            enforce: false,
-        })
+        let docs = prepare(
+            &[input("x.yaml", &format!("{STACK}---\n{host}"))],
+            &NamespaceRule { default: "shop".into(), enforce: false },
+        )
         .unwrap();
         let host = docs.iter().find(|d| d.info.kind == "Host").unwrap();
         assert_eq!(host.namespace, None);
@@ -477,7 +482,8 @@ mod tests {
         let p = prepare(&[input("x.yaml", &text)], &rule).unwrap_err();
         assert!(p.0[0].to_string().contains("--namespace=prod"), "{}", p.0[0]);
         // Without -n the document's namespace wins.
-        let docs = prepare(&[input("x.yaml", &text)], &NamespaceRule { default: "staging".into(), enforce: false }).unwrap();
+        let docs =
+            prepare(&[input("x.yaml", &text)], &NamespaceRule { default: "staging".into(), enforce: false }).unwrap();
         assert_eq!(docs[0].namespace.as_deref(), Some("prod"));
     }
 
@@ -499,7 +505,9 @@ mod tests {
         // The host in bad.yaml duplicates the one in ok.yaml: reported too, with both places.
         let lines: Vec<String> = p.0.iter().map(ToString::to_string).collect();
         assert!(
-            lines.iter().any(|l| l.starts_with("apps/bad.yaml: document 2 (stack.berth.dev/web): spec.services[0].replicas: ")),
+            lines
+                .iter()
+                .any(|l| l.starts_with("apps/bad.yaml: document 2 (stack.berth.dev/web): spec.services[0].replicas: ")),
             "{lines:#?}"
         );
         assert!(lines.iter().any(|l| l.contains("defined twice: already in ok.yaml: document 1")), "{lines:#?}");
@@ -517,7 +525,9 @@ mod tests {
         // The schema refuses the out-of-range port before the semantic rules run; the rest of
         // the sample's problems come with it in one report.
         assert!(fields.iter().any(|f| f.starts_with("spec.services[0]")), "{fields:?}");
-        assert!(p.0.iter().all(|p| p.position == "document 1" && p.object.as_deref() == Some("stack.berth.dev/broken")));
+        assert!(
+            p.0.iter().all(|p| p.position == "document 1" && p.object.as_deref() == Some("stack.berth.dev/broken"))
+        );
     }
 
     #[test]

@@ -88,7 +88,11 @@ pub fn api(client: &kube::Client, info: &ResourceInfo, namespace: Option<&str>) 
 
 /// `stack.berth.dev`, `secret`, `event.events.k8s.io`: the type prefix kubectl prints.
 pub fn type_name(info: &ResourceInfo) -> String {
-    if info.group.is_empty() { info.kind.to_lowercase() } else { format!("{}.{}", info.kind.to_lowercase(), info.group) }
+    if info.group.is_empty() {
+        info.kind.to_lowercase()
+    } else {
+        format!("{}.{}", info.kind.to_lowercase(), info.group)
+    }
 }
 
 /// `stack.berth.dev/web`.

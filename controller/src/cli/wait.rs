@@ -182,9 +182,12 @@ pub async fn wait_one(
             writeln!(out, "{display} deleted")?;
             return Ok(());
         }
-        return Err(api.get(name).await.err().map(anyhow::Error::new).unwrap_or_else(|| {
-            anyhow::anyhow!("{display} appeared and went while waiting; run the command again")
-        }));
+        return Err(api
+            .get(name)
+            .await
+            .err()
+            .map(anyhow::Error::new)
+            .unwrap_or_else(|| anyhow::anyhow!("{display} appeared and went while waiting; run the command again")));
     }
     let met = |obj: &Option<Value>| match (for_, obj) {
         (WaitFor::Delete, None) => true,
@@ -250,7 +253,10 @@ mod tests {
 
     #[test]
     fn for_values() {
-        assert_eq!(parse_for("condition=Ready"), Ok(WaitFor::Condition { type_: "Ready".into(), status: "True".into() }));
+        assert_eq!(
+            parse_for("condition=Ready"),
+            Ok(WaitFor::Condition { type_: "Ready".into(), status: "True".into() })
+        );
         assert_eq!(
             parse_for("condition=Drifted=False"),
             Ok(WaitFor::Condition { type_: "Drifted".into(), status: "False".into() })
