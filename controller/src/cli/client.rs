@@ -161,6 +161,9 @@ pub fn block_on(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> a
 /// The text printed for a failed command: kubectl's `Error from server (Reason): message` for API
 /// errors (with one line per invalid field), `error: …` with the cause chain otherwise.
 pub fn render_error(err: &anyhow::Error) -> String {
+    if let Some(problems) = err.downcast_ref::<super::manifest::Problems>() {
+        return problems.to_string();
+    }
     let mut outer = Vec::new();
     for cause in err.chain() {
         if let Some(kube::Error::Api(status)) = cause.downcast_ref::<kube::Error>() {

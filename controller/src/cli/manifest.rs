@@ -118,8 +118,9 @@ pub struct Problems(pub Vec<Problem>);
 
 impl std::fmt::Display for Problems {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // One `error:` line per problem, as kubectl prints several errors.
         for p in &self.0 {
-            writeln!(f, "{p}")?;
+            writeln!(f, "error: {p}")?;
         }
         let docs: std::collections::BTreeSet<(&str, &str)> =
             self.0.iter().map(|p| (p.file.as_str(), p.position.as_str())).collect();
@@ -511,7 +512,11 @@ mod tests {
             "{lines:#?}"
         );
         assert!(lines.iter().any(|l| l.contains("defined twice: already in ok.yaml: document 1")), "{lines:#?}");
-        assert!(p.to_string().contains("nothing was sent"), "{p}");
+        let text = p.to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), p.0.len() + 1, "{text}");
+        assert!(lines[..p.0.len()].iter().all(|l| l.starts_with("error: apps/bad.yaml: document ")), "{text}");
+        assert!(lines.last().unwrap().contains("nothing was sent"), "{text}");
     }
 
     #[test]
