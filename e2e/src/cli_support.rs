@@ -109,6 +109,11 @@ impl Server {
         server
     }
 
+    /// The server's data directory.
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     /// `<data-dir>/kubeconfig`.
     pub fn kubeconfig(&self) -> PathBuf {
         self.dir.path().join("kubeconfig")

@@ -311,7 +311,7 @@ fn version_completion_and_connection_errors() {
     assert!(bash.contains("complete -F _berth") && bash.contains("apply"), "{bash}");
 
     // The data dir's kubeconfig is found without KUBECONFIG, by flag and by environment.
-    let dd = server.dir.path().to_str().unwrap();
+    let dd = server.data_dir().to_str().unwrap();
     let mut cmd = server.berth_cmd();
     let out = cmd.env_remove("KUBECONFIG").args(["version", "--data-dir", dd]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
