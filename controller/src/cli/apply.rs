@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::client::{self, ConnectArgs, Session};
 use super::follow;
-use super::manifest::{self, Document, NamespaceRule, ObjectKey};
+use super::manifest::{self, Document, Input, NamespaceRule, ObjectKey};
 use super::merge;
 use super::progress::Progress;
 use super::resources;
@@ -184,19 +184,20 @@ fn prunable(info: &ResourceInfo) -> bool {
 
 /// Runs `berth apply`.
 pub async fn run(args: ApplyArgs) -> anyhow::Result<()> {
+    // Local files first: a wrong path is reported before any connection problem.
+    let inputs = manifest::read_inputs(&args.files, args.recursive)?;
     let session = client::connect(&args.connect).await?;
     let mut out = std::io::stdout().lock();
-    exec(&session, &args, &mut out).await.map_err(|e| session.explain(e))
+    exec(&session, &args, &inputs, &mut out).await.map_err(|e| session.explain(e))
 }
 
-/// `berth apply` against a session.
-pub async fn exec(session: &Session, args: &ApplyArgs, out: &mut impl Write) -> anyhow::Result<()> {
-    let inputs = manifest::read_inputs(&args.files, args.recursive)?;
+/// `berth apply` of `inputs` against a session.
+pub async fn exec(session: &Session, args: &ApplyArgs, inputs: &[Input], out: &mut impl Write) -> anyhow::Result<()> {
     let rule = NamespaceRule {
         default: args.namespace.clone().unwrap_or_else(|| session.namespace.clone()),
         enforce: args.namespace.is_some(),
     };
-    let docs = manifest::prepare(&inputs, &rule)?;
+    let docs = manifest::prepare(inputs, &rule)?;
 
     // Decide what prune would delete before changing anything, so a refusal leaves the server
     // exactly as it was.

@@ -16,7 +16,11 @@ pub struct CompletionArgs {
 
 /// Prints the script for `args.shell` to stdout.
 pub fn run(args: CompletionArgs, mut command: clap::Command) -> anyhow::Result<()> {
-    clap_complete::generate(args.shell, &mut command, "berth", &mut std::io::stdout());
+    use std::io::Write;
+    // Generated into memory first: clap_complete panics when its writer fails (a closed pipe).
+    let mut script = Vec::new();
+    clap_complete::generate(args.shell, &mut command, "berth", &mut script);
+    std::io::stdout().lock().write_all(&script)?;
     Ok(())
 }
 

@@ -9,7 +9,7 @@ use similar::TextDiff;
 
 use super::client::{self, ConnectArgs, Session};
 use super::follow;
-use super::manifest::{self, Document, NamespaceRule};
+use super::manifest::{self, Document, Input, NamespaceRule};
 use super::merge;
 use super::printer;
 use super::resources;
@@ -39,9 +39,10 @@ pub struct DiffArgs {
 /// Runs `berth diff`.
 pub async fn run(args: DiffArgs) -> anyhow::Result<()> {
     let result = async {
+        let inputs = manifest::read_inputs(&args.files, args.recursive)?;
         let session = client::connect(&args.connect).await?;
         let mut out = std::io::stdout().lock();
-        exec(&session, &args, &mut out).await.map_err(|e| session.explain(e))
+        exec(&session, &args, &inputs, &mut out).await.map_err(|e| session.explain(e))
     }
     .await;
     match result {
@@ -68,13 +69,12 @@ fn yaml_of(v: &serde_json::Value) -> anyhow::Result<String> {
 }
 
 /// Prints the diffs; returns whether anything differs.
-pub async fn exec(session: &Session, args: &DiffArgs, out: &mut impl Write) -> anyhow::Result<bool> {
-    let inputs = manifest::read_inputs(&args.files, args.recursive)?;
+pub async fn exec(session: &Session, args: &DiffArgs, inputs: &[Input], out: &mut impl Write) -> anyhow::Result<bool> {
     let rule = NamespaceRule {
         default: args.namespace.clone().unwrap_or_else(|| session.namespace.clone()),
         enforce: args.namespace.is_some(),
     };
-    let docs = manifest::prepare(&inputs, &rule)?;
+    let docs = manifest::prepare(inputs, &rule)?;
     let mut differs = false;
     for doc in &docs {
         let text = diff_one(session, doc).await?;

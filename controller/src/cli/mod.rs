@@ -126,6 +126,8 @@ pub fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // `berth get stacks | head -1`: the reader is gone, which is not the command's failure.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => match e.downcast_ref::<Exit>() {
             Some(Exit::Silent(code)) => ExitCode::from(*code),
             Some(Exit::Usage(message)) => {
@@ -139,6 +141,10 @@ pub fn main() -> ExitCode {
             }
         },
     }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
 }
 
 #[cfg(test)]
