@@ -109,6 +109,17 @@ fn gitops_prune_deletes_exactly_what_left_the_repository_and_refuses_wipes() {
     assert!(r.stdout.contains("stack.berth.dev/a configured"), "{}", r.stdout);
     assert_eq!(r.stdout.lines().filter(|l| l.ends_with(" pruned")).count(), 3, "{}", r.stdout);
     assert_eq!(names(&server, "stacks", &[]), ["stack.berth.dev/a", "stack.berth.dev/other"]);
+
+    // An object in the repository without the selector's labels is applied, with a warning that
+    // prune will never remove it.
+    write(repo.path(), "loose.yaml", &stack("loose", "app: loose", "busybox:1"));
+    let r = server.berth(&["apply", "-f", dir, "--prune", "-l", "app=shop"]).ok();
+    assert!(r.stdout.contains("stack.berth.dev/loose created"), "{}", r.stdout);
+    assert!(
+        r.stderr.contains("warning: stack.berth.dev/loose does not match the prune selector app=shop"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]

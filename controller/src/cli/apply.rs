@@ -134,6 +134,26 @@ pub fn prune_candidates(live: &[(ObjectKey, String, bool)], input: &BTreeSet<Obj
     out
 }
 
+/// The documents that do not carry the prune selector's labels.
+pub fn not_selected<'a>(docs: &'a [Document], selector: &str) -> anyhow::Result<Vec<&'a Document>> {
+    let parsed = crate::store::LabelSelector::parse(selector)
+        .map_err(|e| super::usage(format!("invalid selector {selector:?}: {e}")))?;
+    Ok(docs
+        .iter()
+        .filter(|d| {
+            let labels: std::collections::BTreeMap<String, String> = d
+                .object
+                .pointer("/metadata/labels")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                .collect();
+            !parsed.matches(&labels)
+        })
+        .collect())
+}
+
 /// Why prune refuses to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PruneRefusal {
@@ -198,6 +218,15 @@ pub async fn exec(session: &Session, args: &ApplyArgs, inputs: &[Input], out: &m
         enforce: args.namespace.is_some(),
     };
     let docs = manifest::prepare(inputs, &rule)?;
+    if let (true, Some(selector)) = (args.prune, &args.selector) {
+        for d in not_selected(&docs, selector)? {
+            eprintln!(
+                "warning: {} does not match the prune selector {selector}: it is applied, but a later \
+                 `--prune -l {selector}` will never delete it",
+                d.display()
+            );
+        }
+    }
 
     // Decide what prune would delete before changing anything, so a refusal leaves the server
     // exactly as it was.
