@@ -40,8 +40,7 @@ mod wait;
     version,
     about = "berth: a Kubernetes-style control plane for plain Docker hosts.",
     long_about,
-    after_help = "Examples:\n  berth serve                              # run the server, controllers and Docker drivers here\n  berth apply -f manifests/                # create or update what the files describe\n  berth get stacks                         # list Stacks in the current namespace\n  berth describe stack/shop                # details, conditions, containers and events\n  berth wait --for=condition=Ready stack/shop --timeout 2m\n\nExit status: 0 success, 1 failure, 2 usage error.\nUse \"berth <command> --help\" for more information about a command.",
-    propagate_version = true
+    after_help = "Examples:\n  berth serve                              # run the server, controllers and Docker drivers here\n  berth apply -f manifests/                # create or update what the files describe\n  berth get stacks                         # list Stacks in the current namespace\n  berth describe stack/shop                # details, conditions, containers and events\n  berth wait --for=condition=Ready stack/shop --timeout 2m\n\nExit status: 0 success, 1 failure, 2 usage error.\nUse \"berth <command> --help\" for more information about a command."
 )]
 pub struct Cli {
     #[command(subcommand)]
