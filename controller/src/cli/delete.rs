@@ -82,7 +82,7 @@ pub async fn exec(session: &Session, args: &DeleteArgs, out: &mut impl Write) ->
     if !args.files.is_empty() {
         let inputs = manifest::read_inputs(&args.files, args.recursive)?;
         let rule = NamespaceRule { default: namespace.clone(), enforce: args.namespace.is_some() };
-        let mut docs = manifest::prepare(&inputs, &rule)?;
+        let mut docs = manifest::prepare_identities(&inputs, &rule)?;
         // Workloads first, then what they depend on.
         docs.reverse();
         victims.extend(docs.into_iter().map(|d| Victim { info: d.info, namespace: d.namespace, name: d.name }));

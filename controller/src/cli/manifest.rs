@@ -217,6 +217,16 @@ pub struct NamespaceRule {
 
 /// Reads, checks and orders every document of every input. Returns all problems at once.
 pub fn prepare(inputs: &[Input], ns: &NamespaceRule) -> Result<Vec<Document>, Problems> {
+    prepare_with(inputs, ns, true)
+}
+
+/// Like [`prepare`], but checks only what identifies each object (kind, name, namespace): what
+/// `delete -f` needs, so a file that no longer validates can still name what to delete.
+pub fn prepare_identities(inputs: &[Input], ns: &NamespaceRule) -> Result<Vec<Document>, Problems> {
+    prepare_with(inputs, ns, false)
+}
+
+fn prepare_with(inputs: &[Input], ns: &NamespaceRule, full: bool) -> Result<Vec<Document>, Problems> {
     let mut problems = Vec::new();
     let mut docs = Vec::new();
     for input in inputs {
@@ -233,13 +243,13 @@ pub fn prepare(inputs: &[Input], ns: &NamespaceRule) -> Result<Vec<Document>, Pr
                 && value.get("items").is_some_and(Value::is_array);
             if is_list {
                 for (j, item) in value["items"].as_array().into_iter().flatten().enumerate() {
-                    match check_document(&input.label, &format!("{position} items[{j}]"), item.clone(), ns) {
+                    match check_document(&input.label, &format!("{position} items[{j}]"), item.clone(), ns, full) {
                         Ok(d) => docs.push(d),
                         Err(mut p) => problems.append(&mut p),
                     }
                 }
             } else {
-                match check_document(&input.label, &position, value, ns) {
+                match check_document(&input.label, &position, value, ns, full) {
                     Ok(d) => docs.push(d),
                     Err(mut p) => problems.append(&mut p),
                 }
@@ -271,7 +281,13 @@ pub fn prepare(inputs: &[Input], ns: &NamespaceRule) -> Result<Vec<Document>, Pr
 const SERVER_OWNED_METADATA: [&str; 7] =
     ["uid", "resourceVersion", "generation", "creationTimestamp", "managedFields", "deletionTimestamp", "selfLink"];
 
-fn check_document(file: &str, position: &str, mut value: Value, ns: &NamespaceRule) -> Result<Document, Vec<Problem>> {
+fn check_document(
+    file: &str,
+    position: &str,
+    mut value: Value,
+    ns: &NamespaceRule,
+    full: bool,
+) -> Result<Document, Vec<Problem>> {
     let problem = |object: Option<String>, field: Option<&str>, message: String| Problem {
         file: file.to_string(),
         position: position.to_string(),
@@ -344,6 +360,16 @@ fn check_document(file: &str, position: &str, mut value: Value, ns: &NamespaceRu
         obj.remove("status");
     }
 
+    if !full {
+        return Ok(Document {
+            file: file.to_string(),
+            position: position.to_string(),
+            info,
+            namespace,
+            name,
+            object: value,
+        });
+    }
     let mut problems = Vec::new();
     let mut checked = value.clone();
     match validate_object_value(&info, &mut checked, FieldValidation::Warn) {
@@ -542,6 +568,15 @@ mod tests {
         assert_eq!(p.0.len(), 1, "{p}");
         assert_eq!(p.0[0].field.as_deref(), Some("spec.services[0].replica"));
         assert!(p.0[0].message.contains("unknown field"));
+    }
+
+    #[test]
+    fn identities_ignore_invalid_specs() {
+        let text = STACK.replace("image: 'busybox:1'}", "image: 'busybox:1', replicas: -1}");
+        assert!(prepare(&[input("x.yaml", &text)], &ns()).is_err());
+        let docs = prepare_identities(&[input("x.yaml", &text)], &ns()).unwrap();
+        assert_eq!((docs[0].name.as_str(), docs[0].namespace.as_deref()), ("web", Some("default")));
+        assert!(prepare_identities(&[input("x.yaml", "kind: Stack\n")], &ns()).is_err(), "identity still required");
     }
 
     #[test]
