@@ -14,18 +14,19 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
 struct Env {
-    _dir: tempfile::TempDir,
     client: Client,
     state: ApiState,
+    // Last: the store closes before its directory is removed.
+    _dir: tempfile::TempDir,
 }
 
 fn env_with(opts: StoreOptions) -> Env {
     let dir = tempfile::tempdir().unwrap();
-    let store = open_store(&dir.path().join("store"), opts).unwrap();
+    let store = open_store(dir.path().join("store"), opts).unwrap();
     let mut state = ApiState::new(store);
     state.bookmark_interval = Duration::from_millis(200);
     let client = Client::new(apiserver::router(state.clone()), "default");
-    Env { _dir: dir, client, state }
+    Env { client, state, _dir: dir }
 }
 
 fn env() -> Env {
@@ -196,15 +197,25 @@ async fn json_patch_and_server_side_apply() {
 async fn watcher_sees_every_event_in_order() {
     let e = env();
     let api: Api<Stack> = Api::namespaced(e.client.clone(), "default");
+    // An object that exists before the watcher starts arrives through its initial list.
+    api.create(&PostParams::default(), &stack("before", "busybox:0")).await.unwrap();
     let stream = watcher(api.clone(), watcher::Config::default());
+    let (listed_tx, listed_rx) = tokio::sync::oneshot::channel();
     let collector = tokio::spawn(async move {
         let mut seen = Vec::new();
+        let mut listed_tx = Some(listed_tx);
         let mut stream = std::pin::pin!(stream);
         while let Some(ev) = stream.try_next().await.unwrap() {
             match ev {
+                watcher::Event::InitApply(s) => seen.push(format!("init {}", s.name_any())),
+                watcher::Event::InitDone => {
+                    if let Some(tx) = listed_tx.take() {
+                        tx.send(()).unwrap();
+                    }
+                }
                 watcher::Event::Apply(s) => seen.push(format!("apply {} {}", s.name_any(), s.spec.services[0].image)),
                 watcher::Event::Delete(s) => seen.push(format!("delete {}", s.name_any())),
-                _ => {}
+                watcher::Event::Init => {}
             }
             if seen.last().is_some_and(|l| l == "delete s9") {
                 break;
@@ -212,9 +223,9 @@ async fn watcher_sees_every_event_in_order() {
         }
         seen
     });
-    // Let the watcher finish its initial list before writing.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut expected = Vec::new();
+    // Write only once the watcher has finished its initial list.
+    tokio::time::timeout(Duration::from_secs(30), listed_rx).await.unwrap().unwrap();
+    let mut expected = vec!["init before".to_string()];
     for i in 0..10 {
         api.create(&PostParams::default(), &stack(&format!("s{i}"), "busybox:1")).await.unwrap();
         expected.push(format!("apply s{i} busybox:1"));
@@ -233,7 +244,7 @@ async fn watcher_sees_every_event_in_order() {
         api.delete(&format!("s{i}"), &DeleteParams::default()).await.unwrap();
         expected.push(format!("delete s{i}"));
     }
-    let seen = tokio::time::timeout(Duration::from_secs(20), collector).await.unwrap().unwrap();
+    let seen = tokio::time::timeout(Duration::from_secs(30), collector).await.unwrap().unwrap();
     assert_eq!(seen, expected);
 }
 
@@ -360,4 +371,198 @@ async fn cluster_scoped_hosts_work() {
     let created = api.create(&PostParams::default(), &h).await.unwrap();
     assert!(created.metadata.namespace.is_none());
     assert_eq!(api.list(&ListParams::default()).await.unwrap().items.len(), 1);
+}
+
+fn api_error(err: kube::Error) -> kube::core::Status {
+    match err {
+        kube::Error::Api(s) => *s,
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn stale_writes_get_409_conflict() {
+    let e = env();
+    let api: Api<Stack> = Api::namespaced(e.client.clone(), "default");
+    let v1 = api.create(&PostParams::default(), &stack("web", "busybox:1")).await.unwrap();
+    let mut v2 = v1.clone();
+    v2.spec.services[0].image = "busybox:2".into();
+    let v2 = api.replace("web", &PostParams::default(), &v2).await.unwrap();
+
+    // Every kind of write that names the old version loses.
+    let mut stale = v1.clone();
+    stale.spec.services[0].image = "busybox:3".into();
+    let s = api_error(api.replace("web", &PostParams::default(), &stale).await.unwrap_err());
+    assert_eq!((s.code, s.reason.as_str()), (409, "Conflict"));
+    assert!(s.message.contains("the object has been modified"), "{}", s.message);
+    let s = api_error(
+        api.patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"resourceVersion": v1.resource_version()}, "spec": {"suspend": true}})),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(s.code, 409);
+    let dp = DeleteParams {
+        preconditions: Some(kube::api::Preconditions { resource_version: v1.resource_version(), uid: None }),
+        ..Default::default()
+    };
+    let s = api_error(api.delete("web", &dp).await.unwrap_err());
+    assert_eq!(s.code, 409);
+    let dp = DeleteParams {
+        preconditions: Some(kube::api::Preconditions { resource_version: None, uid: Some("not-its-uid".into()) }),
+        ..Default::default()
+    };
+    let s = api_error(api.delete("web", &dp).await.unwrap_err());
+    assert_eq!(s.code, 409);
+
+    let now = api.get("web").await.unwrap();
+    assert_eq!(now.resource_version(), v2.resource_version(), "no refused write changed anything");
+    assert_eq!(now.spec.services[0].image, "busybox:2");
+    let dp = DeleteParams {
+        preconditions: Some(kube::api::Preconditions { resource_version: v2.resource_version(), uid: v2.uid() }),
+        ..Default::default()
+    };
+    api.delete("web", &dp).await.unwrap();
+    assert!(api.get_opt("web").await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_patches_without_a_version_all_apply() {
+    let e = env();
+    let api: Api<Stack> = Api::namespaced(e.client.clone(), "default");
+    api.create(&PostParams::default(), &stack("shared", "busybox:1")).await.unwrap();
+    let tasks: Vec<_> = (0..24)
+        .map(|i| {
+            let api = api.clone();
+            tokio::spawn(async move {
+                api.patch(
+                    "shared",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"metadata": {"labels": {format!("writer-{i}"): "yes"}}})),
+                )
+                .await
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().expect("a patch without resourceVersion never conflicts");
+    }
+    let s = api.get("shared").await.unwrap();
+    assert_eq!(s.labels().len(), 24, "{:?}", s.labels());
+    assert_eq!(s.metadata.generation, Some(1), "labels are not spec");
+}
+
+#[tokio::test]
+async fn finalizers_hold_deletion_and_watchers_see_each_step() {
+    let e = env();
+    let api: Api<Stack> = Api::namespaced(e.client.clone(), "default");
+    let mut s = stack("held", "busybox");
+    s.metadata.finalizers = Some(vec!["berth.dev/cleanup".into()]);
+    let created = api.create(&PostParams::default(), &s).await.unwrap();
+    let mut events =
+        api.watch(&WatchParams::default().timeout(30), &created.resource_version().unwrap()).await.unwrap().boxed();
+
+    api.delete("held", &DeleteParams::default()).await.unwrap();
+    // Deleting again while marked changes nothing.
+    api.delete("held", &DeleteParams::default()).await.unwrap();
+    let marked = api.get("held").await.unwrap();
+    assert!(marked.metadata.deletion_timestamp.is_some());
+    assert_eq!(marked.metadata.generation, Some(1));
+    // Status writes still work while deleting (a controller reports its cleanup).
+    api.patch_status("held", &PatchParams::default(), &Patch::Merge(json!({"status": {"phase": "Deleting"}})))
+        .await
+        .unwrap();
+    api.patch("held", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": []}}))).await.unwrap();
+    assert!(api.get_opt("held").await.unwrap().is_none());
+
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let ev = tokio::time::timeout(Duration::from_secs(30), events.try_next()).await.unwrap().unwrap().unwrap();
+        match ev {
+            WatchEvent::Modified(s) => seen.push(format!(
+                "MODIFIED deleting={} phase={:?}",
+                s.metadata.deletion_timestamp.is_some(),
+                s.status.and_then(|st| st.phase)
+            )),
+            WatchEvent::Deleted(s) => {
+                seen.push(format!("DELETED deleting={}", s.metadata.deletion_timestamp.is_some()))
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        seen,
+        ["MODIFIED deleting=true phase=None", "MODIFIED deleting=true phase=Some(Deleting)", "DELETED deleting=true",]
+    );
+}
+
+#[tokio::test]
+async fn list_pages_are_a_consistent_snapshot() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let e = env();
+    let api: Api<ConfigMap> = Api::namespaced(e.client.clone(), "default");
+    let cm = |name: &str| -> ConfigMap {
+        serde_json::from_value(json!({"metadata": {"name": name}, "data": {"k": "v"}})).unwrap()
+    };
+    for i in 0..12 {
+        api.create(&PostParams::default(), &cm(&format!("c{i:02}"))).await.unwrap();
+    }
+    let first = api.list(&ListParams::default().limit(5)).await.unwrap();
+    assert_eq!(first.metadata.remaining_item_count, Some(7));
+    let token = first.metadata.continue_.clone().unwrap();
+    // Changes between pages do not show in the rest of this list.
+    api.create(&PostParams::default(), &cm("c99")).await.unwrap();
+    api.delete("c10", &DeleteParams::default()).await.unwrap();
+    let mut names: Vec<String> = first.items.iter().map(|c| c.name_any()).collect();
+    let mut lp = ListParams::default().limit(5).continue_token(&token);
+    loop {
+        let page = api.list(&lp).await.unwrap();
+        assert_eq!(page.metadata.resource_version, first.metadata.resource_version, "one snapshot");
+        names.extend(page.items.iter().map(|c| c.name_any()));
+        match page.metadata.continue_ {
+            Some(c) if !c.is_empty() => lp = ListParams::default().limit(5).continue_token(&c),
+            _ => break,
+        }
+    }
+    assert_eq!(names, (0..12).map(|i| format!("c{i:02}")).collect::<Vec<_>>());
+    let fresh: Vec<String> =
+        api.list(&ListParams::default()).await.unwrap().items.iter().map(|c| c.name_any()).collect();
+    assert!(fresh.contains(&"c99".to_string()) && !fresh.contains(&"c10".to_string()));
+
+    let s = api_error(api.list(&ListParams::default().continue_token("garbage")).await.unwrap_err());
+    assert_eq!(s.code, 400);
+    let s = api_error(api.list(&ListParams::default().labels("app in (")).await.unwrap_err());
+    assert_eq!((s.code, s.reason.as_str()), (400, "BadRequest"));
+    let s = api_error(api.list(&ListParams::default().fields("data.k=v")).await.unwrap_err());
+    assert!(s.message.contains("metadata.name"), "{}", s.message);
+}
+
+#[tokio::test]
+async fn deletecollection_honours_the_label_selector() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let e = env();
+    let api: Api<ConfigMap> = Api::namespaced(e.client.clone(), "default");
+    let other_ns: Api<ConfigMap> = Api::namespaced(e.client.clone(), "other");
+    for (name, tier) in [("a", "cache"), ("b", "cache"), ("c", "db"), ("d", "cache")] {
+        let mut cm: ConfigMap =
+            serde_json::from_value(json!({"metadata": {"name": name, "labels": {"tier": tier}}})).unwrap();
+        if name == "d" {
+            cm.metadata.finalizers = Some(vec!["berth.dev/keep".into()]);
+        }
+        api.create(&PostParams::default(), &cm).await.unwrap();
+    }
+    let elsewhere: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "a", "labels": {"tier": "cache"}}})).unwrap();
+    other_ns.create(&PostParams::default(), &elsewhere).await.unwrap();
+
+    api.delete_collection(&DeleteParams::default(), &ListParams::default().labels("tier=cache")).await.unwrap();
+    let left: Vec<String> =
+        api.list(&ListParams::default()).await.unwrap().items.iter().map(|c| c.name_any()).collect();
+    assert_eq!(left, ["c", "d"], "only the selected objects go; one with a finalizer stays, marked");
+    assert!(api.get("d").await.unwrap().metadata.deletion_timestamp.is_some());
+    assert!(api.get("c").await.unwrap().metadata.deletion_timestamp.is_none());
+    assert!(other_ns.get_opt("a").await.unwrap().is_some(), "other namespaces are untouched");
 }

@@ -18,7 +18,7 @@ const VIEWER: &str = "viewer-token-0123456789";
 
 fn setup() -> (tempfile::TempDir, ApiState) {
     let dir = tempfile::tempdir().unwrap();
-    let store = open_store(&dir.path().join("store"), StoreOptions::default()).unwrap();
+    let store = open_store(dir.path().join("store"), StoreOptions::default()).unwrap();
     (dir, ApiState::new(store))
 }
 
@@ -163,6 +163,44 @@ async fn oversized_bodies_are_413() {
     let (code, _, s) =
         call(&app, "POST", "/apis/berth.dev/v1alpha1/namespaces/default/stacks", None, &[], Some(big)).await;
     assert_eq!((code.as_u16(), s["reason"].as_str().unwrap()), (413, "RequestEntityTooLarge"));
+}
+
+#[tokio::test]
+async fn a_4_mib_body_is_413_with_the_default_limit() {
+    let (_d, state) = setup();
+    assert_eq!(state.body_limit, 3 * 1024 * 1024);
+    let app = apiserver::router(state);
+    let base = "/api/v1/namespaces/default/configmaps";
+    let cm = |name: &str, bytes: usize| json!({"metadata": {"name": name}, "data": {"blob": "x".repeat(bytes)}});
+    let (code, _, s) = call(&app, "POST", base, None, &[], Some(cm("huge", 4 * 1024 * 1024))).await;
+    assert_eq!((code.as_u16(), s["reason"].as_str().unwrap()), (413, "RequestEntityTooLarge"));
+    assert!(s["message"].as_str().unwrap().contains("--max-body-bytes"), "{s}");
+    let (code, _, _) = call(&app, "GET", &format!("{base}/huge"), None, &[], None).await;
+    assert_eq!(code, 404, "nothing was stored");
+    // Just under the limit is fine.
+    let (code, _, _) = call(&app, "POST", base, None, &[], Some(cm("big", 2 * 1024 * 1024))).await;
+    assert_eq!(code, 201);
+}
+
+#[tokio::test]
+async fn an_invalid_stack_gets_one_cause_per_bad_field() {
+    let (_d, state) = setup();
+    let app = apiserver::router(state);
+    let base = "/apis/berth.dev/v1alpha1/namespaces/default/stacks";
+    let bad = json!({"apiVersion": "berth.dev/v1alpha1", "kind": "Stack", "metadata": {"name": "bad"},
+    "spec": {"driftPolicy": "Sometimes", "services": [
+        {"name": "web", "image": "busybox", "ports": [{"containerPort": "eighty"}]},
+        {"name": "db", "replicas": 1}
+    ]}});
+    let (code, _, s) = call(&app, "POST", base, None, &[], Some(bad)).await;
+    assert_eq!((code.as_u16(), s["reason"].as_str().unwrap()), (422, "Invalid"));
+    let mut fields: Vec<&str> =
+        s["details"]["causes"].as_array().unwrap().iter().map(|c| c["field"].as_str().unwrap()).collect();
+    fields.sort_unstable();
+    assert_eq!(fields, ["spec.driftPolicy", "spec.services[0].ports[0].containerPort", "spec.services[1].image"]);
+    assert_eq!(s["details"]["name"], "bad");
+    let (code, _, _) = call(&app, "GET", &format!("{base}/bad"), None, &[], None).await;
+    assert_eq!(code, 404, "an invalid object is never stored");
 }
 
 #[tokio::test]

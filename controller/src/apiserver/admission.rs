@@ -151,6 +151,18 @@ fn validate_object(schema: &Value, map: &mut Map<String, Value>, path: &str, pre
             }
         }
     }
+    // Defaulting, as Kubernetes does for structural schemas: a property with a `default` that is
+    // absent (or was a pruned null) gets it, so every writer stores the same normal form and a
+    // client that round-trips a typed object does not look like it changed the spec.
+    if let Some(props) = properties {
+        for (key, prop) in props {
+            if let Some(default) = prop.get("default")
+                && !map.contains_key(key)
+            {
+                map.insert(key.clone(), default.clone());
+            }
+        }
+    }
     if let Some(required) = schema.get("required").and_then(Value::as_array) {
         for r in required.iter().filter_map(Value::as_str) {
             if !map.contains_key(r) {
@@ -464,11 +476,20 @@ mod tests {
         (r, obj)
     }
 
+    /// `stack()` as stored: with the schema's defaults filled in.
+    fn defaulted_stack() -> Value {
+        let mut s = stack();
+        s["spec"]["services"][0]["replicas"] = json!(1);
+        s
+    }
+
     #[test]
-    fn valid_stack_passes_unchanged() {
+    fn valid_stack_passes_with_schema_defaults_applied() {
         let (r, obj) = check(stack(), FieldValidation::Strict);
         assert_eq!(r.unwrap(), Vec::<String>::new());
-        assert_eq!(obj, stack());
+        assert_eq!(obj, defaulted_stack());
+        let (_, again) = check(obj, FieldValidation::Strict);
+        assert_eq!(again, defaulted_stack(), "defaulting is idempotent");
     }
 
     #[test]
@@ -493,11 +514,11 @@ mod tests {
 
         let (r, pruned) = check(s.clone(), FieldValidation::Warn);
         assert_eq!(r.unwrap().len(), 2);
-        assert_eq!(pruned, stack(), "unknown fields are pruned");
+        assert_eq!(pruned, defaulted_stack(), "unknown fields are pruned");
 
         let (r, pruned) = check(s, FieldValidation::Ignore);
         assert!(r.unwrap().is_empty());
-        assert_eq!(pruned, stack());
+        assert_eq!(pruned, defaulted_stack());
     }
 
     #[test]

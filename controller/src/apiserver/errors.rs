@@ -275,7 +275,10 @@ impl ApiError {
                     "too old resource version: {requested} ({oldest}); list again to get a current resourceVersion"
                 ),
             },
-            StoreError::InvalidContinue { .. } | StoreError::InvalidSelector { .. } => {
+            err @ (StoreError::WatcherTooSlow { .. } | StoreError::ContinueExpired { .. }) => {
+                Self::Expired { message: err.to_string() }
+            }
+            err @ (StoreError::InvalidContinue { .. } | StoreError::InvalidObject { .. }) => {
                 Self::BadRequest { message: err.to_string() }
             }
             other => Self::Internal {

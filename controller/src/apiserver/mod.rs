@@ -204,20 +204,16 @@ async fn api_entry(State(state): State<ApiState>, req: Request) -> Response {
     let Some(parsed) = parse_path(&path) else { return not_found_path(&path) };
     let registry = state.registry.clone();
     match parsed {
-        Parsed::Root { core: true } => return json_value(&discovery::core_versions()),
-        Parsed::Root { core: false } => return json_value(&discovery::groups(&registry)),
-        Parsed::Group(g) => {
-            return match discovery::group(&registry, g) {
-                Some(d) => json_value(&d),
-                None => not_found_path(&path),
-            };
-        }
-        Parsed::GroupVersion(g, v) => {
-            return match discovery::resources(&registry, g, v) {
-                Some(d) => json_value(&d),
-                None => not_found_path(&path),
-            };
-        }
+        Parsed::Root { core: true } => json_value(&discovery::core_versions()),
+        Parsed::Root { core: false } => json_value(&discovery::groups(&registry)),
+        Parsed::Group(g) => match discovery::group(&registry, g) {
+            Some(d) => json_value(&d),
+            None => not_found_path(&path),
+        },
+        Parsed::GroupVersion(g, v) => match discovery::resources(&registry, g, v) {
+            Some(d) => json_value(&d),
+            None => not_found_path(&path),
+        },
         Parsed::Resource { group, version, namespace, rest } => {
             let (plural, name, sub) = match rest.as_slice() {
                 [plural] => (*plural, None, None),

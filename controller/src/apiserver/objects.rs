@@ -20,8 +20,18 @@ use super::registry::{ResourceClass, ResourceInfo};
 use super::table::{IncludeObject, table, wants_table};
 use crate::store::{ObjectKey, Precondition, StoreError, StoredObject};
 
-/// How many times a patch is retried when the object changes between read and write.
-const PATCH_RETRIES: usize = 8;
+/// How many times a write without a resourceVersion is retried when the object changes between
+/// read and write. Each round lets at least one contender win (retries wait until the winning
+/// write is visible), so this bounds only pathological contention; Kubernetes retries without
+/// bound.
+const PATCH_RETRIES: usize = 100;
+
+/// Waits until every write issued so far is visible to reads. Reads show only durable writes
+/// while preconditions are checked against pending ones too, so a retry after a conflict must
+/// wait, or it would read the same stale object again.
+async fn settle(state: &ApiState) -> ApiResult<()> {
+    state.store.flush().await.map_err(|e| ApiError::from_store(e, "", "", ""))
+}
 
 /// Current time as Kubernetes writes timestamps (RFC 3339, seconds).
 pub fn now_rfc3339() -> String {
@@ -459,18 +469,27 @@ pub async fn replace(state: &ApiState, t: &Target, q: &Query, headers: &HeaderMa
             ))
         })?),
     };
-    let old = state.store.get(&t.key(&name)).map_err(|e| t.err(e, &name))?;
-    let old = old.ok_or_else(|| ApiError::not_found(&info.group, &info.plural, &name))?;
-    if let Some(rv) = precondition
-        && rv != old.resource_version
-    {
-        return Err(ApiError::conflict(&info.group, &info.plural, &name));
+    for _ in 0..PATCH_RETRIES {
+        let old = state.store.get(&t.key(&name)).map_err(|e| t.err(e, &name))?;
+        let old = old.ok_or_else(|| ApiError::not_found(&info.group, &info.plural, &name))?;
+        if let Some(rv) = precondition
+            && rv != old.resource_version
+        {
+            return Err(ApiError::conflict(&info.group, &info.plural, &name));
+        }
+        match write_update(state, t, q, &old, obj.clone()).await {
+            Ok((code, resp, warnings)) => {
+                return Ok(match resp {
+                    Some(s) => stored_response(code, &s, &warnings),
+                    None => value_response(code, &Value::Null, &warnings),
+                });
+            }
+            // An unconditional update (no resourceVersion) applies to whatever is current.
+            Err(ApiError::Conflict { .. }) if precondition.is_none() => settle(state).await?,
+            Err(e) => return Err(e),
+        }
     }
-    let (code, resp, warnings) = write_update(state, t, q, &old, obj).await?;
-    Ok(match resp {
-        Some(s) => stored_response(code, &s, &warnings),
-        None => value_response(code, &Value::Null, &warnings),
-    })
+    Err(ApiError::conflict(&info.group, &info.plural, &name))
 }
 
 /// Validates and stores an update of `old` to the client's `desired` object (main resource or
@@ -581,6 +600,7 @@ pub async fn patch(state: &ApiState, t: &Target, q: &Query, headers: &HeaderMap,
             }],
         ));
     }
+    let pinned = kind != PatchType::Apply && patch_names_resource_version(kind, body);
     for _ in 0..PATCH_RETRIES {
         let old = state.store.get(&t.key(&name)).map_err(|e| t.err(e, &name))?;
         let Some(old) = old else {
@@ -618,12 +638,9 @@ pub async fn patch(state: &ApiState, t: &Target, q: &Query, headers: &HeaderMap,
             }
             None => apply_patch(kind, &mut desired, body)?,
         }
-        // A patch that names a resourceVersion asks for optimistic concurrency.
-        let wanted_rv = meta_str(&desired, "resourceVersion").map(str::to_string);
-        if let Some(rv) = &wanted_rv
-            && rv != &old.resource_version.to_string()
-            && kind != PatchType::Apply
-        {
+        // A patch that names a resourceVersion asks for optimistic concurrency; any other patch
+        // applies to whatever is current and is retried when the object changes underneath.
+        if pinned && meta_str(&desired, "resourceVersion") != Some(old.resource_version.to_string().as_str()) {
             return Err(ApiError::conflict(&info.group, &info.plural, &name));
         }
         match write_update(state, t, q, &old, desired).await {
@@ -633,11 +650,22 @@ pub async fn patch(state: &ApiState, t: &Target, q: &Query, headers: &HeaderMap,
                     None => value_response(code, &Value::Null, &warnings),
                 });
             }
-            Err(ApiError::Conflict { .. }) if wanted_rv.is_none() => continue,
+            Err(ApiError::Conflict { .. }) if !pinned => settle(state).await?,
             Err(e) => return Err(e),
         }
     }
     Err(ApiError::conflict(&info.group, &info.plural, &name))
+}
+
+/// Whether a merge or JSON patch sets `metadata.resourceVersion` (a precondition).
+fn patch_names_resource_version(kind: PatchType, body: &[u8]) -> bool {
+    let Ok(patch) = serde_json::from_slice::<Value>(body) else { return false };
+    match kind {
+        PatchType::Json => patch.as_array().is_some_and(|ops| {
+            ops.iter().any(|op| op.get("path").and_then(Value::as_str) == Some("/metadata/resourceVersion"))
+        }),
+        _ => patch.pointer("/metadata/resourceVersion").is_some_and(|rv| !rv.is_null()),
+    }
 }
 
 /// Preconditions of a DeleteOptions body.
@@ -686,14 +714,15 @@ async fn delete_one(
             return Ok(old);
         }
         if finalizers(&old.value).is_empty() {
-            return state
-                .store
-                .delete(&t.key(name), Precondition::ResourceVersion(old.resource_version))
-                .await
-                .or_else(|e| match e {
-                    StoreError::Conflict { .. } => Err(ApiError::conflict(&info.group, &info.plural, name)),
-                    other => Err(t.err(other, name)),
-                });
+            match state.store.delete(&t.key(name), Precondition::ResourceVersion(old.resource_version)).await {
+                Ok(deleted) => return Ok(deleted),
+                // Changed since read: a delete without preconditions tries again on the new state.
+                Err(StoreError::Conflict { .. }) if pre_rv.is_none() && pre_uid.is_none() => {
+                    settle(state).await?;
+                    continue;
+                }
+                Err(e) => return Err(t.err(e, name)),
+            }
         }
         if old.value.pointer("/metadata/deletionTimestamp").is_some() {
             return Ok(old);
@@ -707,7 +736,7 @@ async fn delete_one(
         }
         match state.store.update(&t.key(name), marked, Precondition::ResourceVersion(old.resource_version)).await {
             Ok(s) => return Ok(s),
-            Err(StoreError::Conflict { .. }) if pre_rv.is_none() => continue,
+            Err(StoreError::Conflict { .. }) if pre_rv.is_none() && pre_uid.is_none() => settle(state).await?,
             Err(e) => return Err(t.err(e, name)),
         }
     }

@@ -155,9 +155,10 @@ pub fn applied_fields(config: &Value) -> BTreeSet<FieldPath> {
     leaf_paths(config, &mut Vec::new(), &mut out);
     out.retain(|p| {
         let first = p.first().map(String::as_str);
-        !matches!(first, Some("apiVersion" | "kind"))
-            && !(first == Some("metadata")
-                && matches!(p.get(1).map(String::as_str), Some("name" | "namespace" | "resourceVersion" | "uid")))
+        let identity = matches!(first, Some("apiVersion" | "kind"))
+            || (first == Some("metadata")
+                && matches!(p.get(1).map(String::as_str), Some("name" | "namespace" | "resourceVersion" | "uid")));
+        !identity
     });
     out
 }

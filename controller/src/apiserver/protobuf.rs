@@ -87,7 +87,7 @@ fn object_meta(b: &[u8]) -> ApiResult<Value> {
     for (n, f) in fields(b)? {
         let Field::Bytes(v) = f else { continue };
         match n {
-            1 | 2 | 3 => {
+            1..=3 => {
                 let s = string(v)?;
                 if !s.is_empty() {
                     let key = ["name", "generateName", "namespace"][(n - 1) as usize];

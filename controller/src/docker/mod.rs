@@ -76,7 +76,7 @@ pub enum DockerError {
     Api {
         /// The call.
         operation: String,
-        /// HTTP status.
+        /// HTTP status (0 when there was no HTTP answer to report, e.g. an unreadable reply).
         status: u16,
         /// Docker's message.
         message: String,
