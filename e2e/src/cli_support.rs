@@ -1,5 +1,5 @@
-//! Helpers for the CLI end-to-end tests: find the `berth` binary, run `berth serve` in a temp data
-//! directory (stopped when dropped), and run `berth` or `kubectl` against it.
+//! Helpers for the CLI end-to-end tests, over the shared ones in the crate root: a TLS `berth serve`
+//! in a temp directory, and running `berth` or `kubectl` against it (or following their output).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -7,18 +7,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// The `berth` binary: `$BERTH_BIN`, else the workspace's `target/debug/berth` (built by
-/// `cargo test --workspace` and `cargo build -p berth`).
+/// The `berth` binary, built when needed (the shared [`crate::berth_binary`]).
 pub fn berth_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("BERTH_BIN") {
-        return PathBuf::from(p);
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let bin = target.join("debug/berth");
-    assert!(bin.exists(), "{} does not exist: run `cargo build -p berth` first (or set BERTH_BIN)", bin.display());
-    bin
+    crate::berth_binary().unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// The repository root.
@@ -60,63 +51,36 @@ impl Run {
     }
 }
 
-/// A `berth serve --no-controllers` in a temp data dir.
+/// A `berth serve --no-controllers --tls-self-signed` in a temp data dir (the shared
+/// [`crate::Server`]), with ways to run `berth` and `kubectl` against it.
 pub struct Server {
-    /// The data directory (holds the kubeconfig).
+    /// Temp directory holding the data directory and the kubectl cache.
     pub dir: tempfile::TempDir,
     /// The server URL.
     pub url: String,
-    child: Child,
+    inner: crate::Server,
 }
 
 impl Server {
-    /// Starts a server on a free loopback port and waits until it has written its kubeconfig.
-    /// It serves TLS with a self-signed certificate: kubectl (client-go) sends no bearer token
-    /// over plain HTTP, so the kubectl tests need TLS, and the berth CLI is tested with it too.
+    /// Starts a server on a free loopback port. It serves TLS with a self-signed certificate:
+    /// kubectl (client-go) sends no bearer token over plain HTTP, so the kubectl tests need TLS,
+    /// and the berth CLI is tested with it too.
     pub fn start() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut child = Command::new(berth_bin())
-            .args(["serve", "--listen", "127.0.0.1:0", "--no-controllers", "--tls-self-signed", "--data-dir"])
-            .arg(dir.path())
-            .env_remove("KUBECONFIG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawning berth serve");
-        let stdout = child.stdout.take().expect("stdout");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(url) = line.strip_prefix("berth API listening on ") {
-                    let _ = tx.send(url.trim().to_string());
-                }
-            }
-        });
-        // Keep the server's log out of the way but drained, so it never blocks on a full pipe.
-        std::thread::spawn(move || for _ in BufReader::new(stderr).lines().map_while(Result::ok) {});
-        let url = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(url) => url,
-            Err(_) => {
-                let _ = child.kill();
-                let out = child.wait_with_output().ok();
-                panic!("berth serve did not start within 60s: {out:?}");
-            }
-        };
-        let server = Self { dir, url, child };
-        assert!(server.kubeconfig().exists(), "berth serve wrote no kubeconfig");
-        server
+        let inner = crate::Server::start(&dir.path().join("data"), &["--tls-self-signed"])
+            .unwrap_or_else(|e| panic!("starting berth serve: {e:#}"));
+        let url = inner.endpoint.server.clone();
+        Self { dir, url, inner }
     }
 
     /// The server's data directory.
     pub fn data_dir(&self) -> &Path {
-        self.dir.path()
+        &self.inner.data_dir
     }
 
     /// `<data-dir>/kubeconfig`.
     pub fn kubeconfig(&self) -> PathBuf {
-        self.dir.path().join("kubeconfig")
+        self.data_dir().join("kubeconfig")
     }
 
     /// A `berth` command aimed at this server through `KUBECONFIG`.
@@ -159,13 +123,6 @@ impl Server {
             .output()
             .expect("running kubectl (is it installed?)");
         Run::from(out)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

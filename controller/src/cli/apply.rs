@@ -447,3 +447,6 @@ mod tests {
         assert!(m.contains("holds no object") && m.contains("berth delete KIND -l app=shop"), "{m}");
     }
 }
+
+#[cfg(test)]
+mod component_tests;
