@@ -298,3 +298,5 @@ impl Client {
         Self::finish(self.agent.delete(self.url(path)).header("Authorization", self.auth()).call())
     }
 }
+
+pub mod cli_support;
