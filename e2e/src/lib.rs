@@ -144,7 +144,9 @@ impl Server {
             .arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--listen", "127.0.0.1:0", "--no-controllers", "--no-tls"])
+            .args(["--listen", "127.0.0.1:0", "--no-controllers"])
+            // Plain HTTP for the ureq client, unless the caller asks for TLS.
+            .args(if extra_args.iter().any(|a| a.starts_with("--tls")) { &[][..] } else { &["--no-tls"][..] })
             .args(extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
