@@ -148,6 +148,15 @@ fn check_type_meta(info: &ResourceInfo, obj: &mut Value) -> ApiResult<()> {
     Ok(())
 }
 
+/// Kubernetes' write-time normal form of a Secret: `stringData` folded into base64 `data`, and
+/// `type` defaulted to `Opaque` (clients such as the Python one omit it and read it back).
+fn normalize_secret(obj: &mut Value) {
+    if obj.get("type").and_then(Value::as_str).is_none_or(str::is_empty) {
+        obj["type"] = json!("Opaque");
+    }
+    fold_string_data(obj);
+}
+
 /// Folds a Secret's `stringData` into base64 `data`, as Kubernetes does on write.
 fn fold_string_data(obj: &mut Value) {
     let Some(string_data) = obj.as_object_mut().and_then(|o| o.remove("stringData")) else { return };
@@ -212,7 +221,7 @@ fn prepare_main_update(info: &ResourceInfo, old: &Value, mut body: Value) -> Api
         }
     }
     if info.class == ResourceClass::Secret {
-        fold_string_data(&mut body);
+        normalize_secret(&mut body);
     }
     if old_meta.get("deletionTimestamp").is_some() {
         let before = finalizers(old);
@@ -356,7 +365,7 @@ async fn create_value(
         m.remove("status");
     }
     match info.class {
-        ResourceClass::Secret => fold_string_data(obj),
+        ResourceClass::Secret => normalize_secret(obj),
         ResourceClass::Namespace => obj["status"] = json!({"phase": "Active"}),
         _ => {}
     }

@@ -1,0 +1,57 @@
+//! Component tests of API server behaviour that real clients (kubectl, the Python `kubernetes`
+//! client) depend on, found while running them against `berth serve` (see `e2e/tests/`): each
+//! test pins one such behaviour through a real `kube::Client` over the in-process router.
+
+use berth::apiserver::{self, ApiState};
+use berth::store::{StoreOptions, open as open_store};
+use k8s_openapi::api::core::v1::Secret;
+use kube::Client;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+struct Env {
+    client: Client,
+    // Last: the store closes before its directory is removed.
+    _dir: tempfile::TempDir,
+}
+
+fn env() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path().join("store"), StoreOptions::default()).unwrap();
+    let client = Client::new(apiserver::router(ApiState::new(store)), "default");
+    Env { client, _dir: dir }
+}
+
+/// The Python client creates Secrets without `type` and reads back `Opaque`, as Kubernetes
+/// defaults it; the same holds for updates and server-side apply.
+#[tokio::test]
+async fn secret_type_defaults_to_opaque() {
+    let e = env();
+    let api: Api<Secret> = Api::namespaced(e.client.clone(), "default");
+    let s: Secret = serde_json::from_value(json!({"metadata": {"name": "db"}, "stringData": {"k": "v"}})).unwrap();
+    let created = api.create(&PostParams::default(), &s).await.unwrap();
+    assert_eq!(created.type_.as_deref(), Some("Opaque"));
+    assert_eq!(api.get("db").await.unwrap().type_.as_deref(), Some("Opaque"));
+
+    // A replace that drops `type` keeps the default.
+    let mut again = api.get("db").await.unwrap();
+    again.type_ = None;
+    let replaced = api.replace("db", &PostParams::default(), &again).await.unwrap();
+    assert_eq!(replaced.type_.as_deref(), Some("Opaque"));
+
+    // An explicit type is kept.
+    let tls: Secret =
+        serde_json::from_value(json!({"metadata": {"name": "tls"}, "type": "kubernetes.io/tls", "data": {}})).unwrap();
+    assert_eq!(api.create(&PostParams::default(), &tls).await.unwrap().type_.as_deref(), Some("kubernetes.io/tls"));
+
+    // Server-side apply creating a Secret defaults it too.
+    let applied = api
+        .patch(
+            "applied",
+            &PatchParams::apply("test"),
+            &Patch::Apply(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "applied"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(applied.type_.as_deref(), Some("Opaque"));
+}
