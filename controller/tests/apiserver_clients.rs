@@ -55,3 +55,29 @@ async fn secret_type_defaults_to_opaque() {
         .unwrap();
     assert_eq!(applied.type_.as_deref(), Some("Opaque"));
 }
+
+/// kubectl's client-side apply sends merge patches that replace whole lists with the user's
+/// items, which lack the fields the schema defaults (`replicas`). Re-applying an unchanged file
+/// must not bump `generation` nor write a new version: the defaulted object is compared.
+#[tokio::test]
+async fn a_patch_omitting_defaulted_fields_changes_nothing() {
+    use berth_crds::Stack;
+    use kube::ResourceExt;
+    let e = env();
+    let api: Api<Stack> = Api::namespaced(e.client.clone(), "default");
+    let stack: Stack = serde_json::from_value(json!({
+        "apiVersion": "berth.dev/v1alpha1", "kind": "Stack", "metadata": {"name": "web"},
+        "spec": {"services": [{"name": "web", "image": "busybox:1"}]}
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &stack).await.unwrap();
+    let apply = |image: &str| Patch::Merge(json!({"spec": {"services": [{"name": "web", "image": image}]}}));
+
+    let changed = api.patch("web", &PatchParams::default(), &apply("busybox:2")).await.unwrap();
+    assert_eq!(changed.metadata.generation, Some(2));
+    assert_eq!(changed.spec.services[0].replicas, 1, "the schema default is filled in");
+
+    let again = api.patch("web", &PatchParams::default(), &apply("busybox:2")).await.unwrap();
+    assert_eq!(again.metadata.generation, Some(2), "no spec change, no new generation");
+    assert_eq!(again.resource_version(), changed.resource_version(), "nothing was written");
+}
