@@ -81,3 +81,26 @@ async fn a_patch_omitting_defaulted_fields_changes_nothing() {
     assert_eq!(again.metadata.generation, Some(2), "no spec change, no new generation");
     assert_eq!(again.resource_version(), changed.resource_version(), "nothing was written");
 }
+
+/// `kubectl create namespace` POSTs a protobuf Namespace (captured from kubectl 1.32).
+#[tokio::test]
+async fn kubectl_create_namespace_protobuf_body_is_accepted() {
+    use k8s_openapi::api::core::v1::Namespace;
+    let e = env();
+    let body = hex::decode(concat!(
+        "6b3873000a0f0a02763112094e616d657370616365",
+        "121e0a160a067465616d2d6112001a0022002a003200380042001200",
+        "1a020a001a002200",
+    ))
+    .unwrap();
+    let req = http::Request::post("/api/v1/namespaces?fieldManager=kubectl-create&fieldValidation=Strict")
+        .header(http::header::CONTENT_TYPE, "application/vnd.kubernetes.protobuf")
+        .header(http::header::ACCEPT, "application/vnd.kubernetes.protobuf,application/json")
+        .body(body)
+        .unwrap();
+    let created: Namespace = e.client.request(req).await.unwrap();
+    assert_eq!(created.metadata.name.as_deref(), Some("team-a"));
+    let api: Api<Namespace> = Api::all(e.client.clone());
+    let got = api.get("team-a").await.unwrap();
+    assert_eq!(got.status.and_then(|s| s.phase).as_deref(), Some("Active"));
+}
