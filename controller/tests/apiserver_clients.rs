@@ -104,3 +104,30 @@ async fn kubectl_create_namespace_protobuf_body_is_accepted() {
     let got = api.get("team-a").await.unwrap();
     assert_eq!(got.status.and_then(|s| s.phase).as_deref(), Some("Active"));
 }
+
+/// `kubectl apply --server-side --field-manager=ci` next to plain `kubectl apply --server-side`:
+/// a manager dropping a field removes it only when no other applier owns it.
+#[tokio::test]
+async fn server_side_apply_keeps_fields_other_appliers_own() {
+    use berth_crds::Stack;
+    let e = env();
+    let api: Api<Stack> = Api::namespaced(e.client.clone(), "default");
+    let kubectl = json!({
+        "apiVersion": "berth.dev/v1alpha1", "kind": "Stack",
+        "metadata": {"name": "web", "labels": {"team": "a", "shared": "1"}},
+        "spec": {"services": [{"name": "web", "image": "busybox:1"}]}
+    });
+    api.patch("web", &PatchParams::apply("kubectl"), &Patch::Apply(&kubectl)).await.unwrap();
+    let ci = |labels: serde_json::Value| json!({"apiVersion": "berth.dev/v1alpha1", "kind": "Stack", "metadata": {"name": "web", "labels": labels}});
+    api.patch("web", &PatchParams::apply("ci"), &Patch::Apply(ci(json!({"shared": "1", "ci": "yes", "x": "1"}))))
+        .await
+        .unwrap();
+    let after = api.patch("web", &PatchParams::apply("ci"), &Patch::Apply(ci(json!({"x": "1"})))).await.unwrap();
+    let labels = after.metadata.labels.unwrap();
+    assert_eq!(
+        labels.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["shared", "team", "x"],
+        "ci dropped `ci` (its own) and `shared` (kubectl's too)"
+    );
+    assert_eq!(after.spec.services[0].image, "busybox:1");
+}

@@ -5,8 +5,9 @@
 //! Server-side apply subset: the applied configuration is merged into the live object (maps merge
 //! recursively; lists and scalars are replaced whole, i.e. every list is `atomic`). The fields a
 //! manager applied are recorded in `metadata.managedFields` (`operation: Apply`, `FieldsV1`), so a
-//! field the same manager applied before and omits now is removed. Conflicts between managers are
-//! not detected: every apply behaves as `force=true`. Applying to a missing object creates it.
+//! field the same manager applied before and omits now is removed, unless another applier still
+//! owns it (or a field inside it). Conflicts between managers are not detected: every apply
+//! behaves as `force=true`. Applying to a missing object creates it.
 
 use std::collections::BTreeSet;
 
@@ -261,8 +262,23 @@ pub fn apply_configuration(live: &mut Value, config: &Value, manager: &str, subr
         .and_then(|e| e.get("fieldsV1"))
         .map(from_fields_v1)
         .unwrap_or_default();
+    // Fields other appliers own stay: dropping a field from one manager's configuration gives up
+    // that manager's claim, not the other's (removing a map would remove their fields in it).
+    let others: BTreeSet<FieldPath> = managed
+        .iter()
+        .filter(|e| {
+            e.get("operation").and_then(Value::as_str) == Some("Apply")
+                && !(e.get("manager").and_then(Value::as_str) == Some(manager)
+                    && e.get("subresource").and_then(Value::as_str).unwrap_or("") == sub)
+        })
+        .filter_map(|e| e.get("fieldsV1"))
+        .flat_map(from_fields_v1)
+        .collect();
+    let overlaps = |a: &FieldPath, b: &FieldPath| a.starts_with(b) || b.starts_with(a);
     for stale in previous.difference(&new_fields) {
-        remove_path(live, stale);
+        if !others.iter().any(|o| overlaps(o, stale)) {
+            remove_path(live, stale);
+        }
     }
     merge_replace_lists(live, &scoped);
     let mut entries: Vec<Value> = managed
@@ -342,6 +358,34 @@ mod tests {
         let managed = live["metadata"]["managedFields"].as_array().unwrap();
         assert_eq!(managed.len(), 1);
         assert_eq!(managed[0]["fieldsV1"], json!({"f:spec": {"f:a": {}}}));
+    }
+
+    #[test]
+    fn fields_another_applier_owns_are_kept() {
+        let cfg =
+            |labels: Value| json!({"apiVersion": "v", "kind": "Stack", "metadata": {"name": "x", "labels": labels}});
+        let mut live = json!({"metadata": {"name": "x"}});
+        apply_configuration(&mut live, &cfg(json!({"team": "a", "shared": "1"})), "kubectl", None, "t");
+        apply_configuration(&mut live, &cfg(json!({"shared": "1", "ci": "yes"})), "ci", None, "t");
+        // ci drops both its labels: `shared` is kubectl's too and stays, `ci` goes.
+        apply_configuration(
+            &mut live,
+            &json!({"apiVersion": "v", "kind": "Stack", "metadata": {"name": "x"}}),
+            "ci",
+            None,
+            "t",
+        );
+        assert_eq!(live["metadata"]["labels"], json!({"team": "a", "shared": "1"}));
+        // A manager that applied the whole (empty) map and drops it leaves the others' labels.
+        apply_configuration(&mut live, &cfg(json!({})), "ci", None, "t");
+        apply_configuration(
+            &mut live,
+            &json!({"apiVersion": "v", "kind": "Stack", "metadata": {"name": "x"}}),
+            "ci",
+            None,
+            "t",
+        );
+        assert_eq!(live["metadata"]["labels"], json!({"team": "a", "shared": "1"}));
     }
 
     #[test]
