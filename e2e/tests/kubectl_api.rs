@@ -445,6 +445,34 @@ fn server_side_apply_creates_updates_and_drops_what_the_manager_dropped() {
     let apply = managed.iter().find(|m| m["operation"] == "Apply").unwrap();
     assert_eq!(apply["fieldsV1"], json!({"f:metadata": {"f:labels": {"f:team": {}}}, "f:spec": {"f:services": {}}}));
 
+    // The same configuration again changes nothing.
+    let rv = obj["metadata"]["resourceVersion"].clone();
+    e.k.ok_stdin(&["apply", "--server-side", "-f", "-"], second).unwrap();
+    assert_eq!(e.k.json(&["get", "stack", "ssa"]).unwrap()["metadata"]["resourceVersion"], rv);
+
+    // Each manager owns what it applied: `ci` applies a label of its own and kubectl's `team`,
+    // then drops both: its own label goes, `team` stays (kubectl still applies it).
+    let ci = |labels: &str| format!("apiVersion: berth.dev/v1alpha1\nkind: Stack\nmetadata:\n  name: ssa\n{labels}");
+    let out = e.k.ok_stdin(
+        &["apply", "--server-side", "--field-manager=ci", "-f", "-"],
+        &ci("  labels: {built-by: ci, team: b}\n"),
+    );
+    assert_eq!(out.unwrap().trim(), "stack.berth.dev/ssa serverside-applied");
+    let obj = e.k.json(&["get", "stack", "ssa", "--show-managed-fields"]).unwrap();
+    assert_eq!(obj["metadata"]["labels"], json!({"team": "b", "owner": "ops", "built-by": "ci"}), "{obj:#}");
+    let managers: Vec<&str> = obj["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["operation"] == "Apply")
+        .map(|m| m["manager"].as_str().unwrap())
+        .collect();
+    assert_eq!(managers, ["kubectl", "ci"], "{obj:#}");
+    e.k.ok_stdin(&["apply", "--server-side", "--field-manager=ci", "-f", "-"], &ci("")).unwrap();
+    let obj = e.k.json(&["get", "stack", "ssa"]).unwrap();
+    assert_eq!(obj["metadata"]["labels"], json!({"team": "b", "owner": "ops"}), "{obj:#}");
+    assert_eq!(obj["spec"]["services"][0]["image"], "berth-e2e/busybox:2", "ci never applied the spec");
+
     // Server-side dry run changes nothing.
     let third = second.replace("busybox:2", "busybox:3");
     let out = e.k.ok_stdin(&["apply", "--server-side", "--dry-run=server", "-f", "-"], &third).unwrap();
