@@ -131,3 +131,14 @@ async fn server_side_apply_keeps_fields_other_appliers_own() {
     );
     assert_eq!(after.spec.services[0].image, "busybox:1");
 }
+
+/// The Python client's `VersionApi().get_code()` GETs `/version/` (with the slash).
+#[tokio::test]
+async fn version_is_served_with_and_without_a_trailing_slash() {
+    let e = env();
+    for path in ["/version", "/version/"] {
+        let text = e.client.request_text(http::Request::get(path).body(Vec::new()).unwrap()).await.unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert!(v["gitVersion"].as_str().is_some_and(|g| g.starts_with("v1.")), "{path}: {v}");
+    }
+}
