@@ -44,6 +44,7 @@ def main():
     emit("config", host=client.Configuration.get_default_copy().host)
     objects = client.CustomObjectsApi()
     core = client.CoreV1Api()
+    emit("version", gitVersion=client.VersionApi().get_code(_request_timeout=TIMEOUT).git_version)
 
     created = objects.create_namespaced_custom_object(
         GROUP, VERSION, ns, PLURAL, stack("py-web", "berth-e2e/busybox:1"), _request_timeout=TIMEOUT
@@ -126,6 +127,19 @@ def main():
         _request_timeout=TIMEOUT,
     )
     emit("patch", metadata=meta(patched), spec=patched["spec"], status=patched.get("status"))
+
+    # A replace carrying the resourceVersion read before the patch is stale.
+    try:
+        objects.replace_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "py-web", got, _request_timeout=TIMEOUT)
+        conflict = None
+    except ApiException as e:
+        conflict = {"status": e.status, "reason": json.loads(e.body).get("reason")}
+    emit("stale_replace", error=conflict)
+
+    selected = objects.list_namespaced_custom_object(
+        GROUP, VERSION, ns, PLURAL, label_selector="app=py-second", _request_timeout=TIMEOUT
+    )
+    emit("label_selector", names=[i["metadata"]["name"] for i in selected["items"]])
 
     deleted = objects.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "py-web", _request_timeout=TIMEOUT)
     try:

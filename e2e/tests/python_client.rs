@@ -1,7 +1,8 @@
 //! The official Python `kubernetes` client against `berth serve` (HTTPS, the kubeconfig berth
 //! wrote): `e2e/python/client_check.py` creates, lists, gets, watches, status-patches, patches
-//! and deletes a Stack with `CustomObjectsApi` and writes a Secret and a ConfigMap with
-//! `CoreV1Api`, printing what it got back as JSON lines that this test checks.
+//! and deletes a Stack with `CustomObjectsApi` (plus a stale replace and a label selector),
+//! writes a Secret and a ConfigMap with `CoreV1Api` and reads `VersionApi`, printing what it got
+//! back as JSON lines that this test checks.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -63,6 +64,8 @@ fn the_python_client_works_unmodified() {
 
     assert_eq!(step("config")["host"], server.endpoint.server.as_str(), "the client read berth's kubeconfig");
 
+    assert!(step("version")["gitVersion"].as_str().is_some_and(|v| v.starts_with("v1.")), "{}", step("version"));
+
     let created = step("create");
     assert_eq!(created["metadata"]["name"], "py-web");
     assert_eq!(created["metadata"]["namespace"], "default");
@@ -102,6 +105,9 @@ fn the_python_client_works_unmodified() {
     assert_eq!(patched["spec"]["services"][0]["image"], "berth-e2e/busybox:2");
     assert_eq!(patched["metadata"]["generation"], 2);
     assert_eq!(patched["status"]["phase"], "Ready", "a spec patch keeps the status");
+
+    assert_eq!(step("stale_replace")["error"], json!({"status": 409, "reason": "Conflict"}));
+    assert_eq!(step("label_selector")["names"], json!(["py-second"]));
 
     let deleted = step("delete");
     assert_eq!(deleted["get_after"]["status"], 404, "{deleted}");
