@@ -142,3 +142,24 @@ async fn version_is_served_with_and_without_a_trailing_slash() {
         assert!(v["gitVersion"].as_str().is_some_and(|g| g.starts_with("v1.")), "{path}: {v}");
     }
 }
+
+/// GitOps tools re-apply unchanged configurations all the time: with several appliers, such an
+/// apply must write nothing (no new resourceVersion, no watch event).
+#[tokio::test]
+async fn reapplying_an_unchanged_configuration_writes_nothing() {
+    use berth_crds::Stack;
+    use kube::ResourceExt;
+    let e = env();
+    let api: Api<Stack> = Api::namespaced(e.client.clone(), "default");
+    let kubectl = json!({
+        "apiVersion": "berth.dev/v1alpha1", "kind": "Stack",
+        "metadata": {"name": "web", "labels": {"team": "a"}},
+        "spec": {"services": [{"name": "web", "image": "busybox:1"}]}
+    });
+    let ci = json!({"apiVersion": "berth.dev/v1alpha1", "kind": "Stack", "metadata": {"name": "web", "labels": {"ci": "1"}}});
+    api.patch("web", &PatchParams::apply("kubectl"), &Patch::Apply(&kubectl)).await.unwrap();
+    let before = api.patch("web", &PatchParams::apply("ci"), &Patch::Apply(&ci)).await.unwrap();
+    let after = api.patch("web", &PatchParams::apply("kubectl"), &Patch::Apply(&kubectl)).await.unwrap();
+    assert_eq!(after.resource_version(), before.resource_version());
+    assert_eq!(after.metadata.managed_fields, before.metadata.managed_fields);
+}
