@@ -1,7 +1,10 @@
 //! Helpers shared by the end-to-end tests: find (or build) the real `berth` binary, run
 //! `berth serve` on a data directory and stop it gently or with `kill -9`, read the kubeconfig it
-//! writes, and talk to its API over HTTP with the admin token.
+//! writes, and talk to its API over HTTP with the admin token; run the real kubectl against it
+//! (`kubectl`) and client programs under deadlines (`process`).
 
+pub mod kubectl;
+pub mod process;
 pub mod stack_env;
 pub mod testdaemon;
 
@@ -89,7 +92,7 @@ pub fn berth_binary() -> Result<PathBuf> {
 /// Server URL and bearer token of a kubeconfig's current context.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` (or `https://` when the server serves TLS).
     pub server: String,
     /// The bearer token.
     pub token: String,
@@ -127,9 +130,22 @@ pub struct Server {
 }
 
 impl Server {
-    /// Runs `berth serve --data-dir DATA_DIR --listen 127.0.0.1:0 --no-controllers EXTRA…` and
-    /// waits until it prints its address; the kubeconfig it wrote then names the port it chose.
+    /// Runs `berth serve --data-dir DATA_DIR --listen 127.0.0.1:0 --no-controllers --no-tls EXTRA…`
+    /// and waits until it prints its address; the kubeconfig it wrote then names the port it chose.
+    /// Plain HTTP, for [`Server::client`].
     pub fn start(data_dir: &Path, extra_args: &[&str]) -> Result<Self> {
+        Self::start_with(data_dir, extra_args, false)
+    }
+
+    /// Like [`Server::start`] but serving HTTPS with the self-signed certificate `berth serve`
+    /// generates (its kubeconfig trusts it): for kubectl and the Python client, which send no
+    /// bearer token over plain HTTP. [`Server::client`] speaks plain HTTP only; drive such a
+    /// server with those clients.
+    pub fn start_tls(data_dir: &Path, extra_args: &[&str]) -> Result<Self> {
+        Self::start_with(data_dir, extra_args, true)
+    }
+
+    fn start_with(data_dir: &Path, extra_args: &[&str], tls: bool) -> Result<Self> {
         let bin = berth_binary()?;
         std::fs::create_dir_all(data_dir)?;
         let kubeconfig = data_dir.join("kubeconfig");
@@ -145,7 +161,9 @@ impl Server {
             .arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--listen", "127.0.0.1:0", "--no-controllers", "--no-tls"])
+            .args(["--listen", "127.0.0.1:0", "--no-controllers"])
+            // Plain HTTP for the ureq client, unless the caller asks for TLS.
+            .args(if tls || extra_args.iter().any(|a| a.starts_with("--tls")) { &[][..] } else { &["--no-tls"][..] })
             .args(extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -177,7 +195,17 @@ impl Server {
         Ok(Self { child, endpoint, data_dir: data_dir.to_path_buf(), log })
     }
 
-    /// A client with the admin token.
+    /// The kubeconfig `berth serve` wrote (server URL, CA, admin token).
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.data_dir.join("kubeconfig")
+    }
+
+    /// The whole log (stderr) so far.
+    pub fn log_text(&self) -> Result<String> {
+        std::fs::read_to_string(&self.log).with_context(|| format!("reading {}", self.log.display()))
+    }
+
+    /// A client with the admin token (plain HTTP: for servers from [`Server::start`]).
     pub fn client(&self) -> Client {
         Client::new(&self.endpoint)
     }
@@ -299,3 +327,5 @@ impl Client {
         Self::finish(self.agent.delete(self.url(path)).header("Authorization", self.auth()).call())
     }
 }
+
+pub mod cli_support;

@@ -139,7 +139,7 @@ pub enum AuthMode {
 
 /// Paths anyone may read: health and version, as in Kubernetes.
 fn is_public(path: &str) -> bool {
-    matches!(path, "/healthz" | "/livez" | "/readyz" | "/version")
+    matches!(path, "/healthz" | "/livez" | "/readyz" | "/version" | "/version/")
         || path.starts_with("/healthz/")
         || path.starts_with("/livez/")
         || path.starts_with("/readyz/")

@@ -84,6 +84,8 @@ impl ApiState {
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/version", get(|| async { axum::Json(discovery::version()) }))
+        // The Python client's VersionApi asks for `/version/`, which Kubernetes serves too.
+        .route("/version/", get(|| async { axum::Json(discovery::version()) }))
         .route("/healthz", get(health))
         .route("/livez", get(health))
         .route("/readyz", get(ready))

@@ -148,6 +148,15 @@ fn check_type_meta(info: &ResourceInfo, obj: &mut Value) -> ApiResult<()> {
     Ok(())
 }
 
+/// Kubernetes' write-time normal form of a Secret: `stringData` folded into base64 `data`, and
+/// `type` defaulted to `Opaque` (clients such as the Python one omit it and read it back).
+fn normalize_secret(obj: &mut Value) {
+    if obj.get("type").and_then(Value::as_str).is_none_or(str::is_empty) {
+        obj["type"] = json!("Opaque");
+    }
+    fold_string_data(obj);
+}
+
 /// Folds a Secret's `stringData` into base64 `data`, as Kubernetes does on write.
 fn fold_string_data(obj: &mut Value) {
     let Some(string_data) = obj.as_object_mut().and_then(|o| o.remove("stringData")) else { return };
@@ -181,7 +190,8 @@ const IMMUTABLE_META: [&str; 6] =
     ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "namespace", "name"];
 
 /// Builds the object to store for an update of the main resource (`body` is the client's
-/// desired object): server fields from `old`, status kept, generation bumped on spec change.
+/// desired object): server fields from `old`, status kept; `generation` is set by
+/// [`bump_generation`] once the object is defaulted.
 fn prepare_main_update(info: &ResourceInfo, old: &Value, mut body: Value) -> ApiResult<Value> {
     let old_meta = old.get("metadata").cloned().unwrap_or_else(|| json!({}));
     {
@@ -212,7 +222,7 @@ fn prepare_main_update(info: &ResourceInfo, old: &Value, mut body: Value) -> Api
         }
     }
     if info.class == ResourceClass::Secret {
-        fold_string_data(&mut body);
+        normalize_secret(&mut body);
     }
     if old_meta.get("deletionTimestamp").is_some() {
         let before = finalizers(old);
@@ -233,12 +243,18 @@ fn prepare_main_update(info: &ResourceInfo, old: &Value, mut body: Value) -> Api
             ));
         }
     }
-    if let Some(g) = old_meta.get("generation") {
-        let changed = spec_part(old) != spec_part(&body);
-        let g = g.as_i64().unwrap_or(1);
-        meta_mut(&mut body).insert("generation".into(), json!(if changed { g + 1 } else { g }));
-    }
     Ok(body)
+}
+
+/// Sets `generation` of an updated object: the old one, plus one when the spec changed. Called
+/// after admission has defaulted `new`, so a write that omits defaulted fields (kubectl's apply
+/// patches replace whole lists without them) is no spec change, as in Kubernetes, where
+/// defaulting happens when the request is decoded.
+fn bump_generation(old: &Value, new: &mut Value) {
+    if let Some(g) = old.pointer("/metadata/generation").and_then(Value::as_i64) {
+        let changed = spec_part(old) != spec_part(new);
+        meta_mut(new).insert("generation".into(), json!(if changed { g + 1 } else { g }));
+    }
 }
 
 /// Builds the object to store for a status update: everything from `old` but `status`.
@@ -356,7 +372,7 @@ async fn create_value(
         m.remove("status");
     }
     match info.class {
-        ResourceClass::Secret => fold_string_data(obj),
+        ResourceClass::Secret => normalize_secret(obj),
         ResourceClass::Namespace => obj["status"] = json!({"phase": "Active"}),
         _ => {}
     }
@@ -511,6 +527,7 @@ async fn write_update(
     };
     let unknown = validate_object_value(info, &mut new, q.field_validation()?)?;
     if !is_status {
+        bump_generation(&old.value, &mut new);
         state
             .policy
             .admit(&AdmissionRequest {

@@ -5,8 +5,12 @@
 //! Server-side apply subset: the applied configuration is merged into the live object (maps merge
 //! recursively; lists and scalars are replaced whole, i.e. every list is `atomic`). The fields a
 //! manager applied are recorded in `metadata.managedFields` (`operation: Apply`, `FieldsV1`), so a
-//! field the same manager applied before and omits now is removed. Conflicts between managers are
-//! not detected: every apply behaves as `force=true`. Applying to a missing object creates it.
+//! field the same manager applied before and omits now is removed, unless another applier still
+//! owns it (or a field inside it). An entry keeps its place and its `time` while its field set
+//! stays the same, so re-applying an unchanged configuration writes nothing (the time does not
+//! follow value changes under an unchanged field set, unlike Kubernetes). Conflicts between
+//! managers are not detected: every apply behaves as `force=true`. Applying to a missing object
+//! creates it.
 
 use std::collections::BTreeSet;
 
@@ -251,40 +255,51 @@ pub fn apply_configuration(live: &mut Value, config: &Value, manager: &str, subr
     let new_fields = applied_fields(&scoped);
     let managed = live.pointer("/metadata/managedFields").and_then(Value::as_array).cloned().unwrap_or_default();
     let sub = subresource.unwrap_or("");
-    let previous = managed
+    let is_own = |e: &Value| {
+        e.get("manager").and_then(Value::as_str) == Some(manager)
+            && e.get("operation").and_then(Value::as_str) == Some("Apply")
+            && e.get("subresource").and_then(Value::as_str).unwrap_or("") == sub
+    };
+    let own_entry = managed.iter().position(is_own);
+    let previous = own_entry.and_then(|i| managed[i].get("fieldsV1")).map(from_fields_v1).unwrap_or_default();
+    // Fields other appliers own stay: dropping a field from one manager's configuration gives up
+    // that manager's claim, not the other's (removing a map would remove their fields in it).
+    let others: BTreeSet<FieldPath> = managed
         .iter()
-        .find(|e| {
-            e.get("manager").and_then(Value::as_str) == Some(manager)
-                && e.get("operation").and_then(Value::as_str) == Some("Apply")
-                && e.get("subresource").and_then(Value::as_str).unwrap_or("") == sub
-        })
-        .and_then(|e| e.get("fieldsV1"))
-        .map(from_fields_v1)
-        .unwrap_or_default();
+        .filter(|e| e.get("operation").and_then(Value::as_str) == Some("Apply") && !is_own(e))
+        .filter_map(|e| e.get("fieldsV1"))
+        .flat_map(from_fields_v1)
+        .collect();
+    let overlaps = |a: &FieldPath, b: &FieldPath| a.starts_with(b) || b.starts_with(a);
     for stale in previous.difference(&new_fields) {
-        remove_path(live, stale);
+        if !others.iter().any(|o| overlaps(o, stale)) {
+            remove_path(live, stale);
+        }
     }
     merge_replace_lists(live, &scoped);
-    let mut entries: Vec<Value> = managed
-        .into_iter()
-        .filter(|e| {
-            !(e.get("manager").and_then(Value::as_str) == Some(manager)
-                && e.get("operation").and_then(Value::as_str) == Some("Apply")
-                && e.get("subresource").and_then(Value::as_str).unwrap_or("") == sub)
-        })
-        .collect();
+    let api_version = config.get("apiVersion").cloned().unwrap_or(Value::Null);
+    let time = match own_entry.map(|i| &managed[i]) {
+        Some(e) if previous == new_fields && e.get("apiVersion") == Some(&api_version) => {
+            e.get("time").cloned().unwrap_or_else(|| json!(now))
+        }
+        _ => json!(now),
+    };
     let mut entry = json!({
         "manager": manager,
         "operation": "Apply",
-        "apiVersion": config.get("apiVersion").cloned().unwrap_or(Value::Null),
-        "time": now,
+        "apiVersion": api_version,
+        "time": time,
         "fieldsType": "FieldsV1",
         "fieldsV1": to_fields_v1(&new_fields),
     });
     if let Some(s) = subresource {
         entry["subresource"] = json!(s);
     }
-    entries.push(entry);
+    let mut entries = managed;
+    match own_entry {
+        Some(i) => entries[i] = entry,
+        None => entries.push(entry),
+    }
     if let Some(meta) = live.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.insert("managedFields".into(), Value::from(entries));
     }
@@ -342,6 +357,50 @@ mod tests {
         let managed = live["metadata"]["managedFields"].as_array().unwrap();
         assert_eq!(managed.len(), 1);
         assert_eq!(managed[0]["fieldsV1"], json!({"f:spec": {"f:a": {}}}));
+    }
+
+    #[test]
+    fn fields_another_applier_owns_are_kept() {
+        let cfg =
+            |labels: Value| json!({"apiVersion": "v", "kind": "Stack", "metadata": {"name": "x", "labels": labels}});
+        let mut live = json!({"metadata": {"name": "x"}});
+        apply_configuration(&mut live, &cfg(json!({"team": "a", "shared": "1"})), "kubectl", None, "t");
+        apply_configuration(&mut live, &cfg(json!({"shared": "1", "ci": "yes"})), "ci", None, "t");
+        // ci drops both its labels: `shared` is kubectl's too and stays, `ci` goes.
+        apply_configuration(
+            &mut live,
+            &json!({"apiVersion": "v", "kind": "Stack", "metadata": {"name": "x"}}),
+            "ci",
+            None,
+            "t",
+        );
+        assert_eq!(live["metadata"]["labels"], json!({"team": "a", "shared": "1"}));
+        // A manager that applied the whole (empty) map and drops it leaves the others' labels.
+        apply_configuration(&mut live, &cfg(json!({})), "ci", None, "t");
+        apply_configuration(
+            &mut live,
+            &json!({"apiVersion": "v", "kind": "Stack", "metadata": {"name": "x"}}),
+            "ci",
+            None,
+            "t",
+        );
+        assert_eq!(live["metadata"]["labels"], json!({"team": "a", "shared": "1"}));
+    }
+
+    #[test]
+    fn reapplying_the_same_configuration_changes_nothing() {
+        let cfg =
+            |labels: Value| json!({"apiVersion": "v", "kind": "Stack", "metadata": {"name": "x", "labels": labels}});
+        let mut live = json!({"metadata": {"name": "x"}});
+        apply_configuration(&mut live, &cfg(json!({"a": "1"})), "kubectl", None, "t1");
+        apply_configuration(&mut live, &cfg(json!({"b": "1"})), "ci", None, "t1");
+        let before = live.clone();
+        apply_configuration(&mut live, &cfg(json!({"a": "1"})), "kubectl", None, "t2");
+        assert_eq!(live, before, "same field set: same time, same place");
+        apply_configuration(&mut live, &cfg(json!({"a": "1", "c": "1"})), "kubectl", None, "t3");
+        let managed = live["metadata"]["managedFields"].as_array().unwrap();
+        assert_eq!((managed[0]["manager"].as_str(), managed[0]["time"].as_str()), (Some("kubectl"), Some("t3")));
+        assert_eq!(managed[1]["time"], "t1", "ci's entry is untouched");
     }
 
     #[test]

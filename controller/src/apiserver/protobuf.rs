@@ -1,7 +1,8 @@
-//! Decoding of Kubernetes' protobuf encoding for the two kinds kubectl sends that way:
-//! `kubectl create secret generic` and `kubectl create configmap` POST a protobuf `Secret` or
-//! `ConfigMap` (client-go's typed clients default to protobuf). berth answers in JSON, which
-//! kubectl accepts. Only the fields those commands set are decoded; the rest are skipped.
+//! Decoding of Kubernetes' protobuf encoding for the kinds kubectl sends that way:
+//! `kubectl create secret generic`, `kubectl create configmap` and `kubectl create namespace`
+//! POST a protobuf `Secret`, `ConfigMap` or `Namespace` (client-go's typed clients default to
+//! protobuf). berth answers in JSON, which kubectl accepts. Only the fields those commands set
+//! are decoded; the rest are skipped.
 //!
 //! Wire layout: the magic `k8s\0`, then a `runtime.Unknown` message whose field 1 is the type
 //! meta (`apiVersion`, `kind`) and field 2 the raw bytes of the object message.
@@ -180,7 +181,18 @@ fn config_map(raw: &[u8]) -> ApiResult<Value> {
     Ok(obj)
 }
 
-/// Decodes a protobuf-encoded Secret or ConfigMap into its JSON form.
+/// A Namespace: only its metadata (the server sets the status; berth keeps no spec finalizers).
+fn namespace(raw: &[u8]) -> ApiResult<Value> {
+    let mut obj = json!({"apiVersion": "v1", "kind": "Namespace"});
+    for (n, f) in fields(raw)? {
+        if let (1, Field::Bytes(m)) = (n, f) {
+            obj["metadata"] = object_meta(m)?;
+        }
+    }
+    Ok(obj)
+}
+
+/// Decodes a protobuf-encoded Secret, ConfigMap or Namespace into its JSON form.
 pub fn decode(body: &[u8]) -> ApiResult<Value> {
     let envelope = body.strip_prefix(MAGIC).ok_or_else(|| bad("missing the k8s protobuf magic"))?;
     let mut kind = String::new();
@@ -201,9 +213,10 @@ pub fn decode(body: &[u8]) -> ApiResult<Value> {
     match kind.as_str() {
         "Secret" => secret(raw),
         "ConfigMap" => config_map(raw),
+        "Namespace" => namespace(raw),
         other => Err(ApiError::UnsupportedMediaType {
             message: format!(
-                "berth accepts protobuf only for Secret and ConfigMap, not {other:?}; the body of the request was in an \
+                "berth accepts protobuf only for Secret, ConfigMap and Namespace, not {other:?}; the body of the request was in an \
                  unknown format - accepted media types include: application/json, application/yaml"
             ),
         }),
@@ -231,6 +244,18 @@ mod tests {
         assert_eq!(v["type"], "Opaque");
         assert_eq!(v["data"]["password"], b64(b"x"));
         assert_eq!(v["data"]["user"], b64(b"admin"));
+    }
+
+    #[test]
+    fn decodes_what_kubectl_create_namespace_sends() {
+        // Captured from kubectl 1.32: create namespace team-a
+        let body = hex(concat!(
+            "6b3873000a0f0a02763112094e616d657370616365",
+            "121e0a160a067465616d2d6112001a0022002a003200380042001200",
+            "1a020a001a002200",
+        ));
+        let v = decode(&body).unwrap();
+        assert_eq!(v, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a"}}));
     }
 
     #[test]
