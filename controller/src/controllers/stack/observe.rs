@@ -4,7 +4,8 @@
 //! - stopped containers, and containers Docker reported an event for, are inspected (exit code,
 //!   OOM kill, restart count) so that tier-3 drift says what happened;
 //! - the image id each desired reference resolves to on the host, once per host and listing for
-//!   every Stack (tier-2 "image changed").
+//!   every Stack (tier-2 "image changed");
+//! - a wanted volume that exists without berth's labels (pre-created by hand) counts as present.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
@@ -150,6 +151,22 @@ pub async fn observe_host(
         .collect();
     observation.volumes =
         snapshot.volumes.iter().map(|v| ObservedVolume { name: v.name.clone(), labels: v.labels.clone() }).collect();
+    // A wanted volume missing from berth's listing may exist without berth's labels (created by
+    // hand beforehand): it is used as is, never relabelled or removed. One unfiltered listing,
+    // only in that case.
+    let missing: Vec<&str> = desired
+        .volumes
+        .iter()
+        .map(|v| v.name.as_str())
+        .filter(|n| !observation.volumes.iter().any(|o| o.name == *n))
+        .collect();
+    if !missing.is_empty() {
+        for v in handle.docker.list_volumes(&Vec::new()).await? {
+            if missing.contains(&v.name.as_str()) {
+                observation.volumes.push(ObservedVolume { name: v.name, labels: v.labels });
+            }
+        }
+    }
 
     let references: BTreeSet<&str> = desired.services.iter().map(|s| s.image.as_str()).collect();
     for reference in references {

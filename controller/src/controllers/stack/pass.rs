@@ -211,6 +211,11 @@ pub async fn remove_from_host(
         return Err(if e.is_unreachable() { blocked(e.to_string()) } else { e });
     }
     for v in remove_volumes {
+        // Only a volume berth (this installation) created: a same-named volume made by hand is
+        // never removed.
+        if !observed.observation.volumes.iter().any(|o| &o.name == v) {
+            continue;
+        }
         match handle.docker.remove_volume(v).await {
             Ok(()) => {
                 handle.invalidate();

@@ -652,3 +652,22 @@ async fn max_parallel_bounds_the_replicas_changed_at_once() {
         assert_eq!(most, expected, "maxParallel {max_parallel}: {most} creations at once");
     }
 }
+
+#[tokio::test]
+async fn a_volume_created_by_hand_is_used_but_never_removed() {
+    let h = FakeHost::new();
+    h.fake.create_volume(&VolumeSpec { name: "shop_data".into(), labels: Default::default() }).await.unwrap();
+    let mut s = sample_stack("shop", "uid-1");
+    s.spec.volumes[0].retain = false;
+    let (r, _) = h.pass(&s, false).await;
+    assert_clean(&r);
+    assert!(r.applied(), "the hand-made volume counts as present: {:?}", r.remaining);
+    h.cx.pool.handle("local").unwrap().invalidate();
+    h.fake.reset_calls();
+    let (r, _) = h.pass_with(&s, DriftPolicy::Reconcile, fast(), true, &known(&r)).await;
+    assert!(r.findings.is_empty() && !r.mutated, "{:?}", r.findings);
+    assert_eq!(h.fake.calls("create_volume"), 0);
+    remove_from_host(&h.cx, "uid-1", "local", &["shop_data".into()], &[], &Collect::default()).await.unwrap();
+    assert!(h.fake.containers().is_empty());
+    assert!(h.fake.volume_names().contains("shop_data"), "not berth's: kept even with retain: false");
+}
