@@ -489,7 +489,8 @@ impl StackController {
         let passes = futures::future::join_all(selected.iter().map(|host| {
             reconcile_host(&self.pass, &uid, &desired, host, &mode, previously_applied, &known_restarts, &notify)
         }));
-        let results = self.with_progress(stack, &old, &notify, passes).await;
+        // `old` becomes what was last written (progress may have been shown meanwhile).
+        let (results, old) = self.with_progress(stack, old, &notify, passes).await;
 
         // Hosts the Stack no longer selects: remove it there (a spec change, so under any policy).
         let mut leaving = Vec::new();
@@ -591,20 +592,21 @@ impl StackController {
         Ok(Requeue::requeue(requeue))
     }
 
-    /// Runs `passes` while showing pull progress in the Progressing condition.
+    /// Runs `passes` while showing pull progress in the Progressing condition; returns their
+    /// results and the status last written.
     async fn with_progress<F: std::future::Future<Output = Vec<HostResult>>>(
         &self,
         stack: &Stack,
-        old: &StackStatus,
+        old: StackStatus,
         notify: &StackNotify,
         passes: F,
-    ) -> Vec<HostResult> {
+    ) -> (Vec<HostResult>, StackStatus) {
         let mut passes = std::pin::pin!(passes.fuse());
         let mut shown: Option<String> = None;
-        let mut base = old.clone();
+        let mut base = old;
         loop {
             tokio::select! {
-                results = &mut passes => return results,
+                results = &mut passes => return (results, base),
                 _ = tokio::time::sleep(PROGRESS_INTERVAL) => {
                     let current = notify.progress.lock().unwrap_or_else(|e| e.into_inner()).clone();
                     if let Some(message) = current && shown.as_ref() != Some(&message) {
