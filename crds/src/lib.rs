@@ -2,7 +2,8 @@
 //!
 //! This crate owns the shapes that users write in YAML and that the controllers write back as
 //! status: [`Stack`], [`Lease`] and [`Host`], the types they share ([`common`]), and the semantic
-//! validation that goes beyond what a structural schema can say ([`validation`]).
+//! validation that goes beyond what a structural schema can say ([`validation`]), and the JSON
+//! documents the API serves beside the objects: plans ([`plan`]) and container logs ([`logs`]).
 //!
 //! Architecture invariant: this crate does no I/O. It is shared by the API server (admission,
 //! OpenAPI), the controllers, the CLI and the CRD generator, and none of them should have to pull
@@ -17,6 +18,8 @@ pub mod duration;
 pub mod host;
 pub mod image;
 pub mod lease;
+pub mod logs;
+pub mod plan;
 pub mod stack;
 pub mod validation;
 

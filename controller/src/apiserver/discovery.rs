@@ -108,6 +108,16 @@ pub fn resources(registry: &Registry, group: &str, version: &str) -> Option<Valu
                 "verbs": ["get", "patch", "update"],
             }));
         }
+        // Computed subresources (`stacks/plan`, `stacks/log`): read-only, like `pods/log`.
+        for sub in super::views::subresources_of(&r.kind) {
+            list.push(json!({
+                "name": format!("{}/{sub}", r.plural),
+                "singularName": "",
+                "namespaced": r.namespaced,
+                "kind": r.kind,
+                "verbs": ["get"],
+            }));
+        }
     }
     if list.is_empty() {
         return None;

@@ -19,6 +19,7 @@ pub mod protobuf;
 pub mod query;
 pub mod registry;
 pub mod table;
+pub mod views;
 pub mod watch;
 
 use std::sync::Arc;
@@ -62,6 +63,8 @@ pub struct ApiState {
     pub shutdown: CancellationToken,
     /// Whether the server is ready (store open, not shutting down).
     pub ready: Arc<std::sync::atomic::AtomicBool>,
+    /// The controllers' plans and logs, once they run (see [`views`]).
+    pub views: views::ViewSlot,
 }
 
 impl ApiState {
@@ -76,6 +79,7 @@ impl ApiState {
             bookmark_interval: Duration::from_secs(10),
             shutdown: CancellationToken::new(),
             ready: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            views: Default::default(),
         }
     }
 }
@@ -226,6 +230,17 @@ async fn api_entry(State(state): State<ApiState>, req: Request) -> Response {
             let Some(info) = registry.find(group, version, plural) else { return not_found_path(&path) };
             if namespace.is_some() && !info.namespaced {
                 return not_found_path(&path);
+            }
+            if let (Some(s), Some(n)) = (sub, name)
+                && views::serves(&info.kind, s)
+                && (namespace.is_some() || !info.namespaced)
+            {
+                let target = views::ViewTarget { info: &info, namespace: namespace.unwrap_or(""), name: n, sub: s };
+                let resp = views::serve(&state, target, &parts.method, &parts.extensions, &query).await;
+                // A followed log lasts as long as the client wants: no latency for it.
+                let seconds = (s != views::LOG).then(|| started.elapsed().as_secs_f64());
+                state.metrics.observe_request("get", &info.plural, resp.status().as_u16(), seconds);
+                return resp;
             }
             if let Some(s) = sub
                 && !(s == "status" && info.has_status)

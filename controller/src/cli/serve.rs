@@ -369,6 +369,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let controllers = (!args.no_controllers).then(|| {
         let client = kube::Client::new(apiserver::router(state.clone()), "default");
         let ctx = controller_context(client, config.clone(), &args.instance, hash_key, state.metrics.clone());
+        // The API's `plan` and `log` subresources answer from now on (503 until then).
+        let _ = state.views.set(Arc::new(crate::controllers::views::ControllerViews::new(ctx.clone())));
         spawn_controllers(ctx, stop_controllers.clone())
     });
     // On a signal the controllers stop first (their running reconciles still need the API),
