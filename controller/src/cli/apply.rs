@@ -264,6 +264,11 @@ pub async fn exec(session: &Session, args: &ApplyArgs, inputs: &[Input], out: &m
             if prune.is_empty() { "" } else { "; nothing was pruned" }
         );
     }
+    if let (false, Some(selector)) = (prune.is_empty(), &args.selector) {
+        let names: Vec<String> = prune.iter().map(candidate_display).collect();
+        write!(out, "{}", prune_announcement(&names, selector, args.dry_run))?;
+        out.flush()?;
+    }
     for c in &prune {
         prune_one(session, c, args.dry_run).await?;
         writeln!(out, "{} pruned{}", candidate_display(c), dry_suffix(args.dry_run))?;
@@ -279,6 +284,16 @@ pub async fn exec(session: &Session, args: &ApplyArgs, inputs: &[Input], out: &m
         }
     }
     Ok(())
+}
+
+/// What prune is about to delete, said before the first deletion.
+pub fn prune_announcement(names: &[String], selector: &str, dry: Option<DryRun>) -> String {
+    let count = if names.len() == 1 { "1 object".to_string() } else { format!("{} objects", names.len()) };
+    let mut text = format!("pruning {count} labelled {selector} that the input no longer holds{}:\n", dry_suffix(dry));
+    for n in names {
+        text.push_str(&format!("  {n}\n"));
+    }
+    text
 }
 
 fn candidate_display(c: &PruneCandidate) -> String {
@@ -437,6 +452,20 @@ mod tests {
         assert_eq!(check_prune(5, 11, 10, true), Ok(()));
         assert_eq!(check_prune(5, 10, 10, false), Ok(()));
         assert_eq!(check_prune(1, 0, 0, false), Ok(()));
+    }
+
+    #[test]
+    fn prune_says_what_it_deletes_before_deleting() {
+        let names = ["stack.berth.dev/x1 (namespace default)".to_string(), "configmap/c (namespace default)".into()];
+        assert_eq!(
+            prune_announcement(&names, "app=shop", None),
+            "pruning 2 objects labelled app=shop that the input no longer holds:\n  stack.berth.dev/x1 (namespace \
+             default)\n  configmap/c (namespace default)\n"
+        );
+        assert!(
+            prune_announcement(&names[..1], "app=shop", Some(DryRun::Client))
+                .starts_with("pruning 1 object labelled app=shop that the input no longer holds (dry run):")
+        );
     }
 
     #[test]

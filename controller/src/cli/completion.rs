@@ -34,8 +34,29 @@ mod tests {
         clap_complete::generate(clap_complete::Shell::Bash, &mut crate::cli::Cli::command(), "berth", &mut buf);
         let script = String::from_utf8(buf).unwrap();
         assert!(script.contains("complete -F _berth"), "{script}");
-        for cmd in ["apply", "get", "describe", "wait", "diff"] {
+        for cmd in ["apply", "get", "describe", "wait", "diff", "plan", "logs", "orphans"] {
             assert!(script.contains(cmd), "{cmd}");
         }
+    }
+
+    fn script(shell: clap_complete::Shell) -> String {
+        let mut buf = Vec::new();
+        clap_complete::generate(shell, &mut crate::cli::Cli::command(), "berth", &mut buf);
+        String::from_utf8(buf).unwrap()
+    }
+
+    #[test]
+    fn zsh_and_fish_scripts_complete_every_command_and_subcommand() {
+        let zsh = script(clap_complete::Shell::Zsh);
+        assert!(zsh.starts_with("#compdef berth"), "{zsh}");
+        let fish = script(clap_complete::Shell::Fish);
+        assert!(fish.contains("complete -c berth"), "{fish}");
+        for sub in crate::cli::Cli::command().get_subcommands() {
+            let name = sub.get_name();
+            assert!(zsh.contains(&format!("'{name}:")), "zsh misses {name}");
+            assert!(fish.contains(&format!("-a \"{name}\"")), "fish misses {name}");
+        }
+        // Nested: `berth orphans prune`.
+        assert!(zsh.contains("'prune:") && fish.contains("-a \"prune\""), "prune");
     }
 }

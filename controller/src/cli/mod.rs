@@ -19,8 +19,11 @@ mod diff;
 mod events;
 mod follow;
 mod get;
+mod logs;
 mod manifest;
 mod merge;
+mod orphans;
+mod plan;
 mod printer;
 mod progress;
 mod resources;
@@ -40,15 +43,14 @@ mod wait;
     version,
     about = "berth: a Kubernetes-style control plane for plain Docker hosts.",
     long_about,
-    after_help = "Examples:\n  berth serve                              # run the server, controllers and Docker drivers here\n  berth apply -f manifests/                # create or update what the files describe\n  berth get stacks                         # list Stacks in the current namespace\n  berth describe stack/shop                # details, conditions, containers and events\n  berth wait --for=condition=Ready stack/shop --timeout 2m\n\nExit status: 0 success, 1 failure, 2 usage error.\nUse \"berth <command> --help\" for more information about a command."
+    after_help = "Examples:\n  berth serve                              # run the server, controllers and Docker drivers here\n  berth apply -f manifests/                # create or update what the files describe\n  berth get stacks                         # list Stacks in the current namespace\n  berth describe stack/shop                # details, conditions, containers and events\n  berth wait --for=condition=Ready stack/shop --timeout 2m\n  berth plan                               # what the controllers would change, and why\n  berth logs stack/shop -s web -f          # follow the web containers' logs\n\nExit status: 0 success, 1 failure, 2 usage error.\nUse \"berth <command> --help\" for more information about a command."
 )]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
-/// The commands, in the order `berth --help` lists them. Commands that need the controllers'
-/// plans and logs (`plan`, `logs`, `orphans`) join this enum when those controllers exist.
+/// The commands, in the order `berth --help` lists them.
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Create or update resources from files, directories or stdin.
@@ -63,8 +65,14 @@ enum Command {
     Wait(wait::WaitArgs),
     /// Show what `apply` would change, as a unified diff of live and applied state.
     Diff(diff::DiffArgs),
+    /// Show what the controllers would do now (actions, drift tiers, orphans), without doing it.
+    Plan(plan::PlanArgs),
+    /// Print the logs of a Stack's containers.
+    Logs(logs::LogsArgs),
     /// List events, newest last; follow them with -w.
     Events(events::EventsArgs),
+    /// List the orphans Hosts found, or confirm their removal (`orphans prune`).
+    Orphans(orphans::OrphansArgs),
     /// Run the API server, the controllers and the Docker drivers in one process.
     Serve(Box<serve::ServeArgs>),
     /// Print (or write) the CustomResourceDefinitions of berth's kinds.
@@ -117,7 +125,10 @@ pub fn main() -> ExitCode {
         Command::Delete(args) => client::block_on(delete::run(args)),
         Command::Wait(args) => client::block_on(wait::run(args)),
         Command::Diff(args) => client::block_on(diff::run(args)),
+        Command::Plan(args) => client::block_on(plan::run(args)),
+        Command::Logs(args) => client::block_on(logs::run(args)),
         Command::Events(args) => client::block_on(events::run(args)),
+        Command::Orphans(args) => client::block_on(orphans::run(args)),
         Command::Version(args) => client::block_on(version::run(args)),
         Command::Completion(args) => completion::run(args, <Cli as clap::CommandFactory>::command()),
         Command::Crd(args) => crd::run(args),
