@@ -109,24 +109,34 @@ fn records(body: &str) -> Vec<LogRecord> {
 }
 
 #[tokio::test]
-async fn discovery_lists_the_computed_subresources_read_only() {
-    let e = setup(false);
-    let (_, body) = call(&e.app, "GET", "/apis/berth.dev/v1alpha1", ADMIN, None).await;
-    let list: Value = serde_json::from_str(&body).unwrap();
-    for name in ["stacks/plan", "stacks/log"] {
-        let r = list["resources"].as_array().unwrap().iter().find(|r| r["name"] == name).expect(name);
-        assert_eq!(r["verbs"], json!(["get"]), "{name}");
-    }
+async fn discovery_lists_the_computed_subresources_read_only_when_controllers_serve_them() {
+    let listed = |body: &str| -> Vec<(String, Value)> {
+        let list: Value = serde_json::from_str(body).unwrap();
+        list["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["name"] == "stacks/plan" || r["name"] == "stacks/log")
+            .map(|r| (r["name"].as_str().unwrap().to_string(), r["verbs"].clone()))
+            .collect()
+    };
+    let (_, body) = call(&setup(true).app, "GET", "/apis/berth.dev/v1alpha1", ADMIN, None).await;
+    assert_eq!(
+        listed(&body),
+        [("stacks/plan".to_string(), json!(["get"])), ("stacks/log".to_string(), json!(["get"]))]
+    );
+    let (_, body) = call(&setup(false).app, "GET", "/apis/berth.dev/v1alpha1", ADMIN, None).await;
+    assert!(listed(&body).is_empty(), "{body}");
 }
 
 #[tokio::test]
-async fn without_controllers_plan_and_log_answer_503_saying_why() {
+async fn without_controllers_plan_and_log_answer_404_saying_why() {
     let e = setup(false);
     create_stack(&e).await;
     for sub in ["plan", "log"] {
         let (code, body) = call(&e.app, "GET", &format!("{STACKS}/shop/{sub}"), ADMIN, None).await;
-        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-        assert!(body.contains("--no-controllers"), "{body}");
+        assert_eq!(code, StatusCode::NOT_FOUND, "{body}");
+        assert!(body.contains("runs no controllers") && body.contains("--no-controllers"), "{body}");
     }
 }
 

@@ -85,9 +85,7 @@ impl Server {
 
     /// A `berth` command aimed at this server through `KUBECONFIG`.
     pub fn berth_cmd(&self) -> Command {
-        let mut c = Command::new(berth_bin());
-        c.env("KUBECONFIG", self.kubeconfig()).env_remove("BERTH_DATA_DIR").stdin(Stdio::null());
-        c
+        berth_cmd_for(&self.kubeconfig())
     }
 
     /// Runs `berth ARGS` against this server.
@@ -124,6 +122,18 @@ impl Server {
             .expect("running kubectl (is it installed?)");
         Run::from(out)
     }
+}
+
+/// A `berth` command aimed at the server of `kubeconfig` (through `KUBECONFIG`).
+pub fn berth_cmd_for(kubeconfig: &Path) -> Command {
+    let mut c = Command::new(berth_bin());
+    c.env("KUBECONFIG", kubeconfig).env_remove("BERTH_DATA_DIR").stdin(Stdio::null());
+    c
+}
+
+/// Runs `berth ARGS` against the server of `kubeconfig`.
+pub fn berth_at(kubeconfig: &Path, args: &[&str]) -> Run {
+    Run::from(berth_cmd_for(kubeconfig).args(args).output().expect("running berth"))
 }
 
 /// A running command whose stdout lines can be awaited (`get -w`, `wait`).

@@ -108,6 +108,11 @@ fn gitops_prune_deletes_exactly_what_left_the_repository_and_refuses_wipes() {
     let r = server.berth(&["apply", "-f", dir, "--prune", "-l", "app=shop", "--prune-max", "2", "--force"]).ok();
     assert!(r.stdout.contains("stack.berth.dev/a configured"), "{}", r.stdout);
     assert_eq!(r.stdout.lines().filter(|l| l.ends_with(" pruned")).count(), 3, "{}", r.stdout);
+    // What goes is listed before the first deletion.
+    let announced = "pruning 3 objects labelled app=shop that the input no longer holds:\n  \
+                     stack.berth.dev/x1 (namespace default)\n  stack.berth.dev/x2 (namespace default)\n  \
+                     stack.berth.dev/x3 (namespace default)\nstack.berth.dev/x1 (namespace default) pruned\n";
+    assert!(r.stdout.contains(announced), "{}", r.stdout);
     assert_eq!(names(&server, "stacks", &[]), ["stack.berth.dev/a", "stack.berth.dev/other"]);
 
     // An object in the repository without the selector's labels is applied, with a warning that
@@ -226,6 +231,47 @@ fn describe_shows_conditions_and_events() {
     assert!(evs.contains("PullFailed") && evs.contains("stack/d"), "{evs}");
 }
 
+fn event_about(name: &str, reason: &str, note: &str) -> String {
+    format!(
+        "apiVersion: events.k8s.io/v1\nkind: Event\nmetadata: {{name: {name}.{}}}\neventTime: '2026-01-01T00:00:00.000000Z'\n\
+         reportingController: berth-stack\nreportingInstance: test\naction: Apply\ntype: Normal\nreason: {reason}\n\
+         note: {note}\nregarding: {{apiVersion: berth.dev/v1alpha1, kind: Stack, name: {name}, namespace: default}}\n",
+        reason.to_lowercase()
+    )
+}
+
+#[test]
+fn events_watch_prints_events_recorded_after_it_started() {
+    let server = Server::start();
+    server.berth_stdin(&["apply", "-f", "-"], &event_about("ev", "Created", "created the containers")).ok();
+    let mut cmd = server.berth_cmd();
+    cmd.args(["events", "-w", "--for", "stack/ev"]);
+    let mut watch = Streaming::spawn(cmd);
+    let first = watch.wait_for_line(LONG, |l| l.contains("created the containers"));
+    assert!(first.contains("Created") && first.contains("stack/ev"), "{first}");
+    // A new event, and one about another object that the filter leaves out.
+    server.berth_stdin(&["apply", "-f", "-"], &event_about("other", "Deleted", "not about ev")).ok();
+    server.berth_stdin(&["apply", "-f", "-"], &event_about("ev", "Recreated", "recreated web")).ok();
+    let next = watch.wait_for_line(LONG, |l| l.contains("recreated web"));
+    assert!(next.contains("Recreated") && next.contains("stack/ev"), "{next}");
+    assert!(!watch.seen.iter().any(|l| l.contains("not about ev")), "{:#?}", watch.seen);
+}
+
+#[test]
+fn plan_and_logs_say_when_the_server_runs_no_controllers() {
+    let server = Server::start();
+    server.berth_stdin(&["apply", "-f", "-"], &stack("p", "app: p", "busybox:1")).ok();
+    let r = server.berth(&["plan"]).expect(1);
+    assert!(r.stderr.contains("runs no controllers") && r.stderr.contains("--no-controllers"), "{}", r.stderr);
+    let r = server.berth(&["logs", "stack/p"]).expect(1);
+    assert!(r.stderr.contains("cannot read container logs"), "{}", r.stderr);
+    // Hosts' orphan part comes from status: none here, and saying so is no failure.
+    let r = server.berth(&["orphans"]).ok();
+    assert!(r.stderr.contains("No Hosts found"), "{}", r.stderr);
+    server.berth(&["plan", "secret/x"]).expect(2);
+    server.berth(&["orphans", "prune", "--host", "local"]).expect(2);
+}
+
 #[test]
 fn wait_times_out_with_the_condition_message_and_succeeds_when_ready() {
     let server = Server::start();
@@ -320,6 +366,14 @@ fn version_completion_and_connection_errors() {
     assert!(r.stdout.contains("(berth; Kubernetes API v1."), "{}", r.stdout);
     let bash = server.berth(&["completion", "bash"]).ok().stdout;
     assert!(bash.contains("complete -F _berth") && bash.contains("apply"), "{bash}");
+    let zsh = server.berth(&["completion", "zsh"]).ok().stdout;
+    let fish = server.berth(&["completion", "fish"]).ok().stdout;
+    assert!(zsh.starts_with("#compdef berth"), "{zsh}");
+    assert!(fish.contains("complete -c berth"), "{fish}");
+    for cmd in ["apply", "plan", "logs", "orphans", "prune", "events", "completion"] {
+        assert!(zsh.contains(&format!("'{cmd}:")), "zsh misses {cmd}");
+        assert!(fish.contains(&format!("-a \"{cmd}\"")), "fish misses {cmd}");
+    }
 
     // The data dir's kubeconfig is found without KUBECONFIG, by flag and by environment.
     let dd = server.data_dir().to_str().unwrap();

@@ -95,7 +95,9 @@ fn resource_entry(r: &ResourceInfo) -> Value {
 }
 
 /// `/apis/{group}/{version}` or `/api/v1`: the APIResourceList, or `None` when not served.
-pub fn resources(registry: &Registry, group: &str, version: &str) -> Option<Value> {
+/// `computed` says whether the controllers' subresources (`stacks/plan`, `stacks/log`) are
+/// served (not by `berth serve --no-controllers`).
+pub fn resources(registry: &Registry, group: &str, version: &str, computed: bool) -> Option<Value> {
     let mut list = Vec::new();
     for r in registry.in_group_version(group, version) {
         list.push(resource_entry(r));
@@ -108,8 +110,9 @@ pub fn resources(registry: &Registry, group: &str, version: &str) -> Option<Valu
                 "verbs": ["get", "patch", "update"],
             }));
         }
-        // Computed subresources (`stacks/plan`, `stacks/log`): read-only, like `pods/log`.
-        for sub in super::views::subresources_of(&r.kind) {
+        // Computed subresources (`stacks/plan`, `stacks/log`): read-only, like `pods/log`, and
+        // listed only when something computes them.
+        for sub in super::views::subresources_of(&r.kind).filter(|_| computed) {
             list.push(json!({
                 "name": format!("{}/{sub}", r.plural),
                 "singularName": "",

@@ -216,7 +216,7 @@ async fn api_entry(State(state): State<ApiState>, req: Request) -> Response {
             Some(d) => json_value(&d),
             None => not_found_path(&path),
         },
-        Parsed::GroupVersion(g, v) => match discovery::resources(&registry, g, v) {
+        Parsed::GroupVersion(g, v) => match discovery::resources(&registry, g, v, state.views.get().is_some()) {
             Some(d) => json_value(&d),
             None => not_found_path(&path),
         },

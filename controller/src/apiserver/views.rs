@@ -8,7 +8,7 @@
 //!
 //! The API server knows only the [`Views`] trait; `berth serve` fills [`ApiState::views`] once
 //! the controllers' context exists (the router is built before it). Without controllers
-//! (`--no-controllers`) these paths answer 503 saying so. Logs can hold secrets, so reading them
+//! (`--no-controllers`) discovery does not list them and they answer 404 saying why. Logs can hold secrets, so reading them
 //! needs the admin role; a plan redacts secret values and is open to read-only tokens.
 //!
 //! [`SUBRESOURCES`] lists what is served, for the router and for discovery, so that a Lease's
@@ -141,13 +141,17 @@ pub trait Views: Send + Sync + 'static {
 /// the state).
 pub type ViewSlot = Arc<OnceLock<Arc<dyn Views>>>;
 
-fn unavailable(sub: &str) -> ApiError {
+/// The answer of a server without controllers. Not 503: the condition lasts until the server is
+/// restarted differently, and kube-rs clients retry a 503 up to 15 times with growing delays (a
+/// `berth plan` then hung for minutes). Discovery does not list the subresources either.
+fn not_served_here(sub: &str) -> ApiError {
     let what = if sub == LOG { "read container logs" } else { "compute plans" };
-    ApiError::ServiceUnavailable {
+    ApiError::NotFound {
         message: format!(
             "this berth server runs no controllers (berth serve --no-controllers), so it cannot {what}; \
              run `berth serve` without --no-controllers"
         ),
+        details: None,
     }
 }
 
@@ -201,7 +205,7 @@ async fn serve_inner(
             details: None,
         });
     }
-    let views = state.views.get().cloned().ok_or_else(|| unavailable(sub))?;
+    let views = state.views.get().cloned().ok_or_else(|| not_served_here(sub))?;
     match sub {
         PLAN => {
             let plan = views.plan(&info.kind, namespace, name).await?;

@@ -120,6 +120,9 @@ pub async fn connect(args: &ConnectArgs) -> anyhow::Result<Session> {
         .with_context(|| format!("loading kubeconfig {source}"))?;
     // A server that is down should fail fast, not after the default 30 s.
     config.connect_timeout = Some(Duration::from_secs(5));
+    // kube-rs retries 429/503/504 up to 15 times with delays growing towards minutes; a person at
+    // a terminal (or a CI job) is better served by the server's message at once, as kubectl does.
+    config.default_retry = false;
     let server = config.cluster_url.to_string().trim_end_matches('/').to_string();
     let namespace = config.default_namespace.clone();
     let client = kube::Client::try_from(config).with_context(|| format!("building a client for {server}"))?;

@@ -87,18 +87,24 @@ pub fn plan_path(namespace: &str, name: &str) -> String {
     format!("/apis/{}/namespaces/{namespace}/stacks/{name}/plan", berth_crds::API_VERSION)
 }
 
-/// A server that cannot plan at all (no controllers, or not a berth server): stop at once.
-fn cannot_plan_here(session: &Session, err: &kube::Error) -> Option<anyhow::Error> {
-    let kube::Error::Api(status) = err else { return None };
-    match status.code {
-        503 => Some(anyhow::anyhow!("{} (server {})", status.message, session.server)),
-        404 if status.message.starts_with("the server could not find the requested resource") => Some(anyhow::anyhow!(
-            "the API server at {} does not serve Stack plans (the `plan` subresource is unknown there): \
-                 `berth plan` needs a berth API server (`berth serve`) running its controllers",
-            session.server
-        )),
-        _ => None,
+/// Whether the server lists the `stacks/plan` subresource (a berth server running controllers).
+async fn plans_served(session: &Session) -> anyhow::Result<bool> {
+    let list = session.client.list_api_group_resources(berth_crds::API_VERSION).await?;
+    Ok(list.resources.iter().any(|r| r.name == "stacks/plan"))
+}
+
+/// A 404 from a server that computes no plans at all (no controllers, or not a berth server):
+/// stop at once rather than report every Stack.
+async fn cannot_plan_here(session: &Session, err: &kube::Error) -> anyhow::Result<Option<anyhow::Error>> {
+    let kube::Error::Api(status) = err else { return Ok(None) };
+    if status.code != 404 || plans_served(session).await? {
+        return Ok(None);
     }
+    Ok(Some(anyhow::anyhow!(
+        "{} (server {}): `berth plan` needs a berth API server (`berth serve`) running its controllers",
+        status.message,
+        session.server
+    )))
 }
 
 async fn plan_stack(session: &Session, namespace: &str, name: &str) -> anyhow::Result<WorkloadPlan> {
@@ -118,7 +124,7 @@ async fn plan_stack(session: &Session, namespace: &str, name: &str) -> anyhow::R
                 ..Default::default()
             })),
         Err(e) => {
-            if let Some(fatal) = cannot_plan_here(session, &e) {
+            if let Some(fatal) = cannot_plan_here(session, &e).await? {
                 return Err(fatal);
             }
             let message = match &e {
