@@ -239,7 +239,7 @@ async fn api_entry(State(state): State<ApiState>, req: Request) -> Response {
                 let resp = views::serve(&state, target, &parts.method, &parts.extensions, &query).await;
                 // A followed log lasts as long as the client wants: no latency for it.
                 let seconds = (s != views::LOG).then(|| started.elapsed().as_secs_f64());
-                state.metrics.observe_request("get", &info.plural, resp.status().as_u16(), seconds);
+                state.metrics.observe_request("get", &format!("{}/{s}", info.plural), resp.status().as_u16(), seconds);
                 return resp;
             }
             if let Some(s) = sub

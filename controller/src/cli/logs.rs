@@ -32,7 +32,8 @@ pub struct LogsArgs {
     /// Only this replica (0, 1, …).
     #[arg(long, value_name = "N")]
     pub replica: Option<u32>,
-    /// Keep printing new lines until interrupted.
+    /// Keep printing new lines until interrupted (from the containers that exist when it starts:
+    /// a container recreated meanwhile ends its part, as in kubectl).
     #[arg(short, long)]
     pub follow: bool,
     /// Only the last N lines of each container.
