@@ -53,7 +53,8 @@ pub struct LeaseSpec {
     pub tenant: String,
     /// Name of a resource profile in the operator's `leases.skus`.
     pub sku: String,
-    /// How long the Lease lives from its creation, e.g. `2h`, `90m`, `1h30m`.
+    /// How long the Lease lives from its creation, e.g. `2h`, `90m`, `1h30m`. With neither
+    /// `duration` nor `expiresAt`, the operator's `leases.defaultDuration` applies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration: Option<String>,
     /// Absolute expiry (instead of `duration`).
