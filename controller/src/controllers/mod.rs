@@ -5,5 +5,6 @@
 
 pub mod context;
 pub mod host;
+pub mod lease;
 pub mod pool;
 pub mod stack;

@@ -1,0 +1,3 @@
+//! The Lease controller. So far: the persistent callback outbox ([`callbacks`]).
+
+pub mod callbacks;
