@@ -694,7 +694,8 @@ pub struct SenderOptions {
     pub backoff: ExponentialBuilder,
     /// Limit of one attempt, answer included.
     pub attempt_timeout: Duration,
-    /// Deliveries attempted at once (so that a receiver that never answers delays no other).
+    /// Deliveries attempted at once (so that a few receivers that never answer, each holding an
+    /// attempt for its timeout, do not hold up the others).
     pub max_in_flight: usize,
     /// How long after queueing a delivery is retried.
     pub give_up_after: Duration,
