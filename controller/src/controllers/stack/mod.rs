@@ -148,7 +148,7 @@ impl Notify for StackNotify {
 /// kube-runtime's `Recorder` folds events with the same reason into one series whatever their
 /// note, which would turn "created web-0" and "created db-0" into one event; here each distinct
 /// note gets its own recorder, so only true repetitions become a series.
-async fn publish_events(
+pub(crate) async fn publish_events(
     client: kube::Client,
     reporter: Reporter,
     mut rx: mpsc::UnboundedReceiver<(ObjectReference, Note)>,
