@@ -6,4 +6,5 @@
 pub mod context;
 pub mod host;
 pub mod pool;
+pub mod recorder;
 pub mod stack;
