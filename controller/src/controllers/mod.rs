@@ -7,4 +7,5 @@ pub mod context;
 pub mod host;
 pub mod lease;
 pub mod pool;
+pub mod recorder;
 pub mod stack;
