@@ -85,6 +85,9 @@ pub const CONTROLLER_NAME: &str = "berth.dev/lease-controller";
 const CANCEL_WAIT: Duration = Duration::from_secs(5);
 /// How often a Lease whose operation runs is looked at (progress of pulls in the condition).
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(2);
+/// How long a container named in a `die`/`kill` event is inspected rather than trusted from
+/// the listing.
+const SUSPECT_FOR: Duration = Duration::from_secs(10);
 /// How often Host `status.allocated` is brought up to date.
 const ALLOCATION_SYNC: Duration = Duration::from_secs(2);
 
@@ -172,6 +175,9 @@ pub struct LeaseController {
     events: mpsc::UnboundedSender<(ObjectReference, Note)>,
     /// Queues Leases for a reconcile.
     wake: mpsc::UnboundedSender<ObjectRef<Lease>>,
+    /// Containers a Docker event said may have stopped, with when: Docker can report `die`
+    /// before its listing shows the container stopped, so these are inspected.
+    suspects: Mutex<HashMap<String, Instant>>,
     progress: Arc<Mutex<HashMap<String, String>>>,
     outbox: Option<Arc<callbacks::Outbox>>,
     /// Last status written per uid with the resourceVersion the write produced.
@@ -246,6 +252,7 @@ pub async fn run(ctx: Arc<Context>, options: LeaseControllerOptions, shutdown: C
         reservations: Mutex::new(HashMap::new()),
         events: events_tx,
         wake: wake_tx.clone(),
+        suspects: Mutex::new(HashMap::new()),
         progress: Arc::new(Mutex::new(HashMap::new())),
         outbox: outbox.clone(),
         written: Mutex::new(HashMap::new()),
@@ -315,6 +322,11 @@ fn owner_event_refs(
             {
                 if let Some(h) = lc.ctx.pool.handle(&ev.host) {
                     h.invalidate();
+                }
+                if matches!(ev.event.action.as_str(), "die" | "kill" | "oom" | "stop" | "destroy") {
+                    let mut suspects = lc.suspects.lock().unwrap_or_else(|e| e.into_inner());
+                    suspects.retain(|_, t| t.elapsed() < SUSPECT_FOR);
+                    suspects.insert(ev.event.id.clone(), Instant::now());
                 }
                 Some(ObjectRef::<Lease>::new(&ev.name).within(&ev.namespace))
             }
@@ -731,6 +743,7 @@ impl LeaseController {
 
     /// One reconcile of a Lease that is not being deleted.
     async fn apply(&self, lease: &Lease) -> Result<Requeue, LeaseError> {
+        tracing::debug!(lease = %key(lease), phase = ?lease.status.as_ref().and_then(|s| s.phase), "reconcile");
         let now = now();
         let old = self.current_status(lease);
         let mut st = old.clone();
@@ -1311,6 +1324,20 @@ impl LeaseController {
                     && c.labels.get(LABEL_RELEASE).map(String::as_str) == Some(active.to_string().as_str())
             })
             .collect();
+        // A container an event named is inspected: the listing may not show its exit yet.
+        let suspects: Vec<String> = {
+            let s = self.suspects.lock().unwrap_or_else(|e| e.into_inner());
+            mine.iter()
+                .filter(|c| s.get(&c.id).is_some_and(|t| t.elapsed() < SUSPECT_FOR))
+                .map(|c| c.id.clone())
+                .collect()
+        };
+        let mut inspected: HashMap<String, ContainerState> = HashMap::new();
+        for id in &suspects {
+            if let Ok(d) = handle.docker.inspect_container(id).await {
+                inspected.insert(id.clone(), d.summary.state);
+            }
+        }
         let mut instances = Vec::new();
         let mut down = Vec::new();
         for svc in &lease.spec.services {
@@ -1321,14 +1348,15 @@ impl LeaseController {
                 });
                 match found {
                     Some(c) => {
+                        let state = inspected.get(&c.id).copied().unwrap_or(c.state);
                         instances.push(LeaseInstanceStatus {
                             service: svc.name.clone(),
                             instance: i,
                             container_id: c.id.chars().take(12).collect(),
-                            state: c.state.as_str().to_string(),
+                            state: state.as_str().to_string(),
                             health: c.health.map(|h| h.as_str().to_string()).unwrap_or_default(),
                         });
-                        if c.state != ContainerState::Running {
+                        if state != ContainerState::Running {
                             down.push((format!("{}-{i}", svc.name), Some(c.id.clone())));
                         }
                     }
@@ -1341,6 +1369,11 @@ impl LeaseController {
             if find_condition(&st.conditions, "Ready").is_none_or(|c| c.status != ConditionStatus::True) {
                 let message = format!("release {active} runs on host {host}");
                 set_ready(st, ConditionStatus::True, ev::VERIFIED, &message, generation, now);
+            }
+            if !suspects.is_empty() {
+                // An event said a container stopped, yet it runs: look again shortly.
+                handle.invalidate();
+                return Ok(Ok(Some(Duration::from_millis(500))));
             }
             return Ok(Ok(Some(self.ctx.config.resync_interval.0)));
         }
