@@ -315,7 +315,7 @@ fn close_with_retention_then_restore_into_a_new_lease_finds_the_old_data() -> Re
     let ns = setup(&env)?;
     let volume = "    volumes: [{name: data, mountPath: /data}]\n";
     let writer = service("db", "[ -f /data/state ] || echo order-42 > /data/state; exec sleep 3600", volume);
-    env.apply(&lease_yaml(&ns, "old", "  duration: 1h\n  retainOnClose: true\n", &[writer.clone()]))?;
+    env.apply(&lease_yaml(&ns, "old", "  duration: 1h\n  retainOnClose: true\n", &[writer]))?;
     wait_phase(&env, &ns, "old", "Ready")?;
     let c = containers_of(&env, &ns, "old")?.pop().context("container")?;
     docker(&["exec", &c, "sh", "-c", "echo appended-by-tenant >> /data/state"])?;
