@@ -687,3 +687,43 @@ async fn terminal_transitions_send_signed_callbacks_exactly_once_even_across_a_r
         .collect();
     assert_eq!(ready_ids.len(), 1, "{ready_ids:?}");
 }
+
+#[tokio::test]
+async fn scaling_up_needs_room_on_the_host_and_updates_the_allocation() {
+    let e = env().await;
+    set_capacity(&e, 1.0, 1024).await;
+    create(&e, &lease("grow", vec![service("app", 1)])).await;
+    let l = wait_phase(&e, "grow", LeasePhase::Ready).await;
+    assert_eq!(status(&l).allocated.unwrap().cpus, 0.5);
+    // 3 × 0.5 CPUs do not fit in 1 CPU: the running release stays and the status says why.
+    patch_spec(
+        &e,
+        "grow",
+        json!({"services": [{"name": "app", "image": IMAGE, "command": ["httpd", "-f"], "quantity": 3}]}),
+    )
+    .await;
+    let l = wait_for(&e, "grow", "blocked", |l| cond(l, "UpdateBlocked").is_some_and(|c| c.0 == ConditionStatus::True))
+        .await;
+    assert_eq!(phase(&l), Some(LeasePhase::Ready));
+    assert!(
+        cond(&l, "UpdateBlocked").unwrap().2.contains("more than host local has free"),
+        "{:?}",
+        cond(&l, "UpdateBlocked")
+    );
+    assert_eq!(lease_containers(&e.fake, "grow").len(), 1);
+    // 2 × 0.5 fit.
+    patch_spec(
+        &e,
+        "grow",
+        json!({"services": [{"name": "app", "image": IMAGE, "command": ["httpd", "-f"], "quantity": 2}]}),
+    )
+    .await;
+    let l = wait_for(&e, "grow", "release 2 active", |l| {
+        phase(l) == Some(LeasePhase::Ready)
+            && status(l).releases.last().is_some_and(|r| r.revision == 2 && r.outcome == "Active")
+    })
+    .await;
+    assert_eq!(status(&l).allocated.unwrap().cpus, 1.0);
+    assert_eq!(cond(&l, "UpdateBlocked").map(|c| c.0), Some(ConditionStatus::False));
+    assert_eq!(status(&l).instances.len(), 2);
+}

@@ -255,6 +255,14 @@ pub struct LeaseAllocation {
     pub memory_mb: i64,
 }
 
+impl LeaseAllocation {
+    /// The larger of two allocations in each dimension (what a rollout holds while both
+    /// releases may run).
+    pub fn max_with(&self, other: &LeaseAllocation) -> LeaseAllocation {
+        LeaseAllocation { cpus: self.cpus.max(other.cpus), memory_mb: self.memory_mb.max(other.memory_mb) }
+    }
+}
+
 /// A published port of a Lease.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -1169,6 +1169,15 @@ impl LeaseController {
                         self.note(lease, Note::normal(ev::RESTARTED, "Restart", what.clone()));
                     }
                     _ => {
+                        if let Some(r) = rendered {
+                            st.allocated = Some(r.allocation.clone());
+                            if let Some(h) = &st.host {
+                                self.reservations
+                                    .lock()
+                                    .unwrap_or_else(|e| e.into_inner())
+                                    .insert(uid(lease), (h.clone(), r.allocation.clone()));
+                            }
+                        }
                         status::record_release(st, release(status::ACTIVE, String::new()));
                         if find_condition(&st.conditions, "RolledBack")
                             .is_some_and(|c| c.status == ConditionStatus::True)
@@ -1205,6 +1214,17 @@ impl LeaseController {
                 );
                 self.go(st, LeaseEvent::RolledBack, message.clone(), now)?;
                 status::record_release(st, release(status::ROLLED_BACK, cause.clone()));
+                // What runs again is what is held.
+                if let Ok(sku) = sku_of(lease, &self.ctx.config.leases) {
+                    let held = render::allocation(sku, ready.instances.len() as i64);
+                    if let Some(h) = &st.host {
+                        self.reservations
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(uid(lease), (h.clone(), held.clone()));
+                    }
+                    st.allocated = Some(held);
+                }
                 self.set_ready_info(st, ready);
                 st.diagnostics = diagnostics;
                 set(st, "RolledBack", ConditionStatus::True, "UpdateFailed", &message, generation, now);
@@ -1273,6 +1293,37 @@ impl LeaseController {
             }
         };
         if status::needs_rollout(st, &rendered.config_hash) {
+            // More instances need more room on the Lease's host: reserve it, or wait.
+            let held = st.allocated.clone().unwrap_or_default();
+            let wanted = rendered.allocation.clone();
+            if (wanted.cpus > held.cpus + 1e-9 || wanted.memory_mb > held.memory_mb)
+                && let Some(host) = st.host.clone()
+            {
+                let _guard = self.placement.lock().await;
+                let mut candidates = self.candidates();
+                for c in candidates.iter_mut().filter(|c| c.name == host) {
+                    // The Lease's own share is free for its new release.
+                    c.allocated.cpus -= held.cpus;
+                    c.allocated.memory_mb -= held.memory_mb;
+                }
+                if let Err(why) = place(&wanted, None, Some(&host), &candidates) {
+                    let (count, delay) = self.retries.failed(&key(lease));
+                    let message = format!(
+                        "the spec asks for {} CPUs and {} MiB, more than host {host} has free: {why}; the running \
+                         release stays (next check in {}s, attempt {count})",
+                        wanted.cpus,
+                        wanted.memory_mb,
+                        delay.as_secs()
+                    );
+                    set(st, "UpdateBlocked", ConditionStatus::True, "InsufficientCapacity", &message, generation, now);
+                    return Ok(Ok(Some(delay)));
+                }
+                self.reservations.lock().unwrap_or_else(|e| e.into_inner()).insert(uid(lease), (host, wanted.clone()));
+            }
+            if find_condition(&st.conditions, "UpdateBlocked").is_some_and(|c| c.status == ConditionStatus::True) {
+                set(st, "UpdateBlocked", ConditionStatus::False, "Updating", "", generation, now);
+            }
+            st.allocated = Some(wanted.max_with(&held));
             let message = format!("the spec changed: rolling out release {next}");
             self.go(st, LeaseEvent::UpdateRequested, message.clone(), now)?;
             self.note(lease, Note::normal(ev::UPDATING, "Update", message));
