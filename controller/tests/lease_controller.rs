@@ -727,3 +727,62 @@ async fn scaling_up_needs_room_on_the_host_and_updates_the_allocation() {
     assert_eq!(cond(&l, "UpdateBlocked").map(|c| c.0), Some(ConditionStatus::False));
     assert_eq!(status(&l).instances.len(), 2);
 }
+
+#[tokio::test]
+async fn retained_volumes_are_reaped_after_the_grace_period() {
+    let e = env_with(&CONFIG.replace("grace: 1h", "grace: 3s")).await;
+    let mut l = lease("brief", vec![service("db", 1)]);
+    l.spec.retain_on_close = true;
+    l.spec.services[0].volumes = vec![LeaseVolume { name: "data".into(), mount_path: "/data".into() }];
+    create(&e, &l).await;
+    wait_phase(&e, "brief", LeasePhase::Ready).await;
+    patch_spec(&e, "brief", json!({"closed": true})).await;
+    wait_phase(&e, "brief", LeasePhase::Retained).await;
+    let retained = format!("retained.{NS}.brief.db-0.data");
+    assert!(e.fake.volume_names().contains(&retained));
+    let l = wait_phase(&e, "brief", LeasePhase::Closed).await;
+    assert!(!e.fake.volume_names().contains(&retained), "reaped");
+    assert!(status(&l).retained_volumes.is_empty());
+    let events = events_of(&e, "brief").await;
+    assert!(events.iter().any(|(r, _)| r == "Reaped"), "{events:?}");
+}
+
+#[tokio::test]
+async fn a_callback_is_signed_with_the_secret_the_lease_names() {
+    use berth::controllers::lease::callbacks;
+    let r = receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path().join("store"), StoreOptions::default()).unwrap();
+    let connector = FakeConnector::new();
+    let fake = connector.daemon(&local_endpoint());
+    fake.add_image(IMAGE);
+    let (client, shutdown) = start(store.clone(), &connector, CONFIG, Some(dir.path().join("callbacks")));
+    let e = Env { _dir: dir, client, fake, connector, shutdown, store };
+    set_capacity(&e, 2.0, 1024).await;
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "acme-hooks"},
+        "stringData": {"hmac": "tenant-own-secret"}
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(e.client.clone(), NS)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let mut l = lease("signed", vec![service("app", 1)]);
+    l.spec.callback = Some(berth_crds::lease::CallbackSpec {
+        url: r.url.clone(),
+        secret_ref: Some(berth_crds::common::SecretKeySelector {
+            name: "acme-hooks".into(),
+            key: "hmac".into(),
+            optional: false,
+        }),
+    });
+    create(&e, &l).await;
+    wait_phase(&e, "signed", LeasePhase::Ready).await;
+    wait_host("the Ready callback", || !r.got.lock().unwrap().is_empty()).await;
+    let (headers, body) = r.got.lock().unwrap()[0].clone();
+    let ts: i64 = headers[callbacks::TIMESTAMP_HEADER].to_str().unwrap().parse().unwrap();
+    let sig = headers[callbacks::SIGNATURE_HEADER].to_str().unwrap();
+    assert!(callbacks::verify(b"tenant-own-secret", ts, body.as_bytes(), sig));
+    assert!(!body.contains("tenant-own-secret"));
+}
