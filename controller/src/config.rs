@@ -126,8 +126,13 @@ pub struct LeaseConfig {
     /// SKUs by name.
     #[serde(default)]
     pub skus: BTreeMap<String, Sku>,
-    /// Registries Lease images may come from (`docker.io`, `ghcr.io`, or `local` for images with
-    /// no registry that exist only on the host). Empty: any registry.
+    /// Registries Lease images may come from, as registry hosts (`docker.io`, `ghcr.io`,
+    /// `registry.local:5000`); empty: any registry. The registry of an image is its first path
+    /// component when that looks like a host (has a `.` or `:`, or is `localhost`), as Docker
+    /// decides. A reference naming no registry (`busybox`, `berth-e2e/busybox:latest`) is
+    /// allowed by `docker.io` (Docker pulls it from there) and by the special entry `local`,
+    /// which stands for images built or loaded on the hosts; `docker.io/library/busybox` is
+    /// allowed by `docker.io` only. See `policy::image_allowed`.
     #[serde(default)]
     pub allowed_registries: Vec<String>,
     /// Quotas by tenant (tenants not listed have no quota).

@@ -26,6 +26,24 @@ pub const LABEL_SERVICE: &str = "berth.dev/service";
 pub const LABEL_REPLICA: &str = "berth.dev/replica";
 /// Config hash of the container as it was created.
 pub const LABEL_CONFIG_HASH: &str = "berth.dev/config-hash";
+/// Tenant of a Lease's containers, volumes and tenant network.
+pub const LABEL_TENANT: &str = "berth.dev/tenant";
+/// SKU of a Lease's containers (placement rebuilds allocations from it after a restart).
+pub const LABEL_SKU: &str = "berth.dev/sku";
+/// Release (revision) of a Lease a container belongs to.
+pub const LABEL_RELEASE: &str = "berth.dev/release";
+/// Logical volume name within a Lease service.
+pub const LABEL_VOLUME: &str = "berth.dev/volume";
+/// Objects whose lifecycle is not tied to one owner object: [`ROLE_TENANT_NETWORK`] and
+/// [`ROLE_RETAINED_VOLUME`]. The Lease controller removes them itself; orphan collection
+/// leaves them alone.
+pub const LABEL_ROLE: &str = "berth.dev/role";
+/// [`LABEL_ROLE`] of the bridge network shared by one tenant's Leases on a host.
+pub const ROLE_TENANT_NETWORK: &str = "tenant-network";
+/// [`LABEL_ROLE`] of a closed Lease's volume kept for its retention grace period.
+pub const ROLE_RETAINED_VOLUME: &str = "retained-volume";
+/// Until when a retained volume is kept (Unix seconds); the reaper removes it afterwards.
+pub const LABEL_RETAINED_UNTIL: &str = "berth.dev/retained-until";
 /// Prefix reserved for berth's own labels; users may not set labels under it.
 pub const RESERVED_LABEL_PREFIX: &str = "berth.dev/";
 

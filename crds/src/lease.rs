@@ -53,7 +53,8 @@ pub struct LeaseSpec {
     pub tenant: String,
     /// Name of a resource profile in the operator's `leases.skus`.
     pub sku: String,
-    /// How long the Lease lives from its creation, e.g. `2h`, `90m`, `1h30m`.
+    /// How long the Lease lives from its creation, e.g. `2h`, `90m`, `1h30m`. With neither
+    /// `duration` nor `expiresAt`, the operator's `leases.defaultDuration` applies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration: Option<String>,
     /// Absolute expiry (instead of `duration`).
@@ -252,6 +253,14 @@ pub struct LeaseAllocation {
     pub cpus: f64,
     /// Memory in MiB.
     pub memory_mb: i64,
+}
+
+impl LeaseAllocation {
+    /// The larger of two allocations in each dimension (what a rollout holds while both
+    /// releases may run).
+    pub fn max_with(&self, other: &LeaseAllocation) -> LeaseAllocation {
+        LeaseAllocation { cpus: self.cpus.max(other.cpus), memory_mb: self.memory_mb.max(other.memory_mb) }
+    }
 }
 
 /// A published port of a Lease.

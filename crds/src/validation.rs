@@ -608,7 +608,8 @@ pub fn validate_lease(lease: &Lease) -> Vec<FieldError> {
     check_label_name(&mut errs, "spec.sku", &spec.sku);
     match (&spec.duration, &spec.expires_at) {
         (Some(_), Some(_)) => errs.invalid("spec.duration", "set either duration or expiresAt, not both"),
-        (None, None) => errs.required("spec.duration", "set duration (e.g. 2h) or expiresAt"),
+        // Neither: the Lease lives for the operator's `leases.defaultDuration`.
+        (None, None) => {}
         (Some(d), None) => match parse_duration(d) {
             Ok(d) if d.is_zero() => errs.invalid("spec.duration", "duration must be positive"),
             Ok(_) => {}

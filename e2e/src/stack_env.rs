@@ -101,6 +101,10 @@ pub struct StackEnv {
     logs: Vec<PathBuf>,
     /// Names of containers the test created by hand (removed at drop).
     pub foreign: std::cell::RefCell<Vec<String>>,
+    /// Names of volumes the test created by hand (removed at drop).
+    pub foreign_volumes: std::cell::RefCell<Vec<String>>,
+    /// How many times [`StackEnv::restart`] started the server again (names its logs).
+    restarts: u32,
 }
 
 /// Starts `berth ARGS…` with its log in `log` and waits for a stdout line starting with `ready`.
@@ -142,7 +146,22 @@ impl StackEnv {
         logs: Vec<PathBuf>,
     ) -> Self {
         let cache_dir = dir.path().join("kube-cache");
-        Self { children, dir, instance, kubeconfig, cache_dir, logs, foreign: Default::default() }
+        Self {
+            children,
+            dir,
+            instance,
+            kubeconfig,
+            cache_dir,
+            logs,
+            foreign: Default::default(),
+            foreign_volumes: Default::default(),
+            restarts: 0,
+        }
+    }
+
+    /// The arguments of a `berth serve` with API and controllers on `data_dir`.
+    fn serve_args(&self, data_dir: &Path, config_path: &Path) -> Vec<std::ffi::OsString> {
+        serve_args(data_dir, config_path, &self.instance)
     }
 
     /// Starts `berth serve` (API and controllers in one process) with the operator config
@@ -154,24 +173,35 @@ impl StackEnv {
         std::fs::write(&config_path, config)?;
         let instance = unique("e2e");
         let log = dir.path().join("serve.log");
-        let os = |s: &'static str| std::ffi::OsStr::new(s);
-        // TLS (the default, self-signed): kubectl sends its bearer token only over TLS.
-        let child = spawn_berth(
-            &[
-                os("serve"),
-                os("--data-dir"),
-                data_dir.as_os_str(),
-                os("--listen"),
-                os("127.0.0.1:0"),
-                os("--instance"),
-                std::ffi::OsStr::new(&instance),
-                os("--config"),
-                config_path.as_os_str(),
-            ],
-            &log,
-            "berth API listening on ",
-        )?;
+        let args = serve_args(&data_dir, &config_path, &instance);
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+        let child = spawn_berth(&args, &log, "berth API listening on ")?;
         Ok(Self::new(dir, vec![child], instance, data_dir.join("kubeconfig"), vec![log]))
+    }
+
+    /// Stops the `berth serve` of [`StackEnv::start`] with SIGTERM (as an operator or a service
+    /// manager would) and starts it again under the same instance name with the operator config
+    /// `config`, on the data dir `data_dir` (a name under the test's temp dir: `data` is the
+    /// first server's, so it keeps the store; a new name starts on an empty store, as after a
+    /// wiped or wrongly mounted disk). kubectl then talks to the new server.
+    pub fn restart(&mut self, data_dir: &str, config: &str) -> Result<()> {
+        if self.children.len() != 1 {
+            bail!("restart serves only the single-process environment of StackEnv::start");
+        }
+        stop_child(&mut self.children[0]);
+        self.children.clear();
+        self.restarts += 1;
+        let data_dir = self.dir.path().join(data_dir);
+        let config_path = self.dir.path().join(format!("berth-{}.yaml", self.restarts));
+        std::fs::write(&config_path, config)?;
+        let log = self.dir.path().join(format!("serve-{}.log", self.restarts));
+        let args = self.serve_args(&data_dir, &config_path);
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+        let child = spawn_berth(&args, &log, "berth API listening on ")?;
+        self.children.push(child);
+        self.kubeconfig = data_dir.join("kubeconfig");
+        self.logs.push(log);
+        Ok(())
     }
 
     /// Starts an API-only `berth serve --no-controllers`, standing for an external Kubernetes API,
@@ -263,6 +293,42 @@ impl StackEnv {
         r.map_err(|e| anyhow!("{e}\nlast status: {:#}\nserver log:\n{}", last["status"], self.log_tail()))
     }
 
+    /// The Host `name` as JSON.
+    pub fn host(&self, name: &str) -> Result<Value> {
+        Ok(serde_json::from_str(&self.kubectl(&["get", "host", name, "-o", "json"], None)?)?)
+    }
+
+    /// Polls the Host until `check` holds; the error shows its last status.
+    pub fn wait_host(
+        &self,
+        name: &str,
+        what: &str,
+        deadline: Duration,
+        check: impl Fn(&Value) -> bool,
+    ) -> Result<Value> {
+        let mut last = Value::Null;
+        let r = wait_until(what, deadline, || {
+            let h = self.host(name)?;
+            let ok = check(&h);
+            last = h.clone();
+            Ok(ok.then_some(h))
+        });
+        r.map_err(|e| anyhow!("{e}\nlast status: {:#}\nserver log:\n{}", last["status"], self.log_tail()))
+    }
+
+    /// Every Event of every namespace as JSON (`kubectl get events -A`).
+    pub fn events(&self) -> Result<Vec<Value>> {
+        let list: Value = serde_json::from_str(&self.kubectl(&["get", "events", "-A", "-o", "json"], None)?)?;
+        Ok(list["items"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// The value of the metric sample `series` (e.g. `berth_reconciles_total{kind="Host"}`) at
+    /// the server's `/metrics`; 0 when the series has no sample yet.
+    pub fn metric(&self, series: &str) -> Result<f64> {
+        let text = self.kubectl(&["get", "--raw", "/metrics"], None)?;
+        Ok(metric_value(&text, series).unwrap_or(0.0))
+    }
+
     /// A container created by the test itself, removed at drop.
     pub fn run_foreign(&self, name: &str, args: &[&str]) -> Result<String> {
         self.foreign.borrow_mut().push(name.to_string());
@@ -275,6 +341,31 @@ impl StackEnv {
     pub fn log_tail(&self) -> String {
         self.logs.iter().map(|l| format!("== {}\n{}", l.display(), tail(l))).collect::<Vec<_>>().join("\n")
     }
+}
+
+/// `berth serve --data-dir D --listen 127.0.0.1:0 --instance I --config C`: API and controllers in
+/// one process, TLS (the default, self-signed: kubectl sends its bearer token only over TLS).
+fn serve_args(data_dir: &Path, config_path: &Path, instance: &str) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = vec!["serve".into(), "--data-dir".into(), data_dir.into()];
+    args.extend(["--listen", "127.0.0.1:0", "--instance", instance, "--config"].map(Into::into));
+    args.push(config_path.into());
+    args
+}
+
+/// Stops a berth process with SIGTERM, killing it when it has not exited after 20 s.
+fn stop_child(child: &mut Child) {
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let started = Instant::now();
+    while matches!(child.try_wait(), Ok(None)) && started.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// The value of the sample `series` in a Prometheus text exposition.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// The condition `type_` of an object as (status, reason, message).
@@ -319,13 +410,7 @@ fn remove_labelled(kind: &str, label: &str) {
 impl Drop for StackEnv {
     fn drop(&mut self) {
         for child in self.children.iter_mut().rev() {
-            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-            let started = Instant::now();
-            while matches!(child.try_wait(), Ok(None)) && started.elapsed() < Duration::from_secs(20) {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+            stop_child(child);
         }
         let label = format!("label=berth.dev/instance={}", self.instance);
         remove_labelled("container", &label);
@@ -334,5 +419,8 @@ impl Drop for StackEnv {
         }
         remove_labelled("network", &label);
         remove_labelled("volume", &label);
+        for name in self.foreign_volumes.borrow().iter() {
+            let _ = docker(&["volume", "rm", "-f", name]);
+        }
     }
 }

@@ -10,6 +10,10 @@ use berth_e2e::stack_env::{IMAGE, StackEnv, condition, docker, inspect, is_ready
 /// Generous deadlines: the machine is small and shared.
 const READY: Duration = Duration::from_secs(180);
 const CORRECTED: Duration = Duration::from_secs(60);
+/// What the issue asks of a `docker kill` or `docker rm -f`: put right within 5 s of the act. The
+/// resync interval below is 600 s, so only the Docker-event path can meet it; this is a
+/// functional bound (events, not resync), not a benchmark.
+const BY_EVENTS: Duration = Duration::from_secs(5);
 
 /// A long resync, so that corrections seen within the deadlines come from Docker events.
 const CONFIG: &str = "resyncInterval: 600s\n";
@@ -138,12 +142,20 @@ fn docker_kill_is_corrected() -> Result<()> {
     env.wait_stack(&ns, "solo", "Ready", READY, is_ready)?;
     let name = format!("{ns}.solo-web-0");
     let id = container_id(&name)?;
-    docker(&["kill", &name])?;
+    // The clock starts before the kill is sent, so the bound also covers the docker CLI.
     let killed = Instant::now();
+    docker(&["kill", &name])?;
     wait_until("the killed container running again", CORRECTED, || {
         Ok((running(&name)? && container_id(&name)? == id).then_some(()))
     })?;
-    eprintln!("docker kill corrected after {:.1}s", killed.elapsed().as_secs_f64());
+    let took = killed.elapsed();
+    eprintln!("docker kill corrected after {:.2}s", took.as_secs_f64());
+    assert!(
+        took <= BY_EVENTS,
+        "the killed container ran again only after {took:?}, later than {BY_EVENTS:?} after the kill: the Docker \
+         event path did not trigger the correction\nserver log:\n{}",
+        env.log_tail()
+    );
     let s = env.wait_stack(&ns, "solo", "drift recorded", CORRECTED, |s| {
         s["status"]["lastDrift"]["reason"] == "NotRunning" && s["status"]["lastDrift"]["corrected"] == true
     })?;
@@ -161,12 +173,19 @@ fn docker_rm_is_corrected() -> Result<()> {
     env.wait_stack(&ns, "solo", "Ready", READY, is_ready)?;
     let name = format!("{ns}.solo-web-0");
     let id = container_id(&name)?;
-    docker(&["rm", "-f", &name])?;
     let removed = Instant::now();
+    docker(&["rm", "-f", &name])?;
     wait_until("the removed container recreated and running", CORRECTED, || {
         Ok((running(&name)? && container_id(&name)? != id).then_some(()))
     })?;
-    eprintln!("docker rm -f corrected after {:.1}s", removed.elapsed().as_secs_f64());
+    let took = removed.elapsed();
+    eprintln!("docker rm -f corrected after {:.2}s", took.as_secs_f64());
+    assert!(
+        took <= BY_EVENTS,
+        "the removed container was back only after {took:?}, later than {BY_EVENTS:?} after the removal: the Docker \
+         event path did not trigger the correction\nserver log:\n{}",
+        env.log_tail()
+    );
     let s = env.wait_stack(&ns, "solo", "drift recorded", CORRECTED, |s| {
         s["status"]["lastDrift"]["reason"] == "ContainerMissing" && s["status"]["lastDrift"]["corrected"] == true
     })?;

@@ -337,10 +337,72 @@ fn stack_hosts(obj: &Value, b: &mut Block) {
 
 fn lease_status(obj: &Value, b: &mut Block) {
     let st = &obj["status"];
-    for (key, ptr) in [("Host", "/host"), ("Expires At", "/expiresAt"), ("Message", "/message")] {
+    for (key, ptr) in [
+        ("Since", "/phaseSince"),
+        ("Message", "/message"),
+        ("Host", "/host"),
+        ("Expires At", "/expiresAt"),
+        ("Restarted For", "/restartedFor"),
+        ("Retained Until", "/retainedUntil"),
+    ] {
         if let Some(v) = st.pointer(ptr).and_then(Value::as_str).filter(|v| !v.is_empty()) {
             b.kv(2, key, v);
         }
+    }
+    if let Some(a) = st.get("allocated").filter(|v| !v.is_null()) {
+        b.kv(2, "Allocated", format!("{} CPUs, {} MiB", scalar(a.get("cpus")), scalar(a.get("memoryMb"))));
+    }
+    if let Some(v) = st.get("retainedVolumes").and_then(Value::as_array).filter(|v| !v.is_empty()) {
+        b.kv(2, "Retained Volumes", v.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "));
+    }
+    if let Some(d) = st.get("diagnostics").filter(|v| !v.is_null()) {
+        b.heading(2, "Diagnostics");
+        b.kv(4, "Container", s(d, "/container"));
+        if let Some(code) = d.get("exitCode").filter(|v| !v.is_null()) {
+            b.kv(4, "Exit Code", scalar(Some(code)));
+        }
+        if d.get("oomKilled").and_then(Value::as_bool).unwrap_or(false) {
+            b.kv(4, "OOM Killed", "true (raise the SKU's memory)");
+        }
+        if let Some(e) = d.get("error").and_then(Value::as_str).filter(|e| !e.is_empty()) {
+            b.kv(4, "Error", e);
+        }
+        if let Some(at) = d.get("at").and_then(Value::as_str) {
+            b.kv(4, "At", at);
+        }
+        let lines: Vec<&str> =
+            d.get("lastLogLines").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
+        if !lines.is_empty() {
+            b.heading(4, &format!("Last {} Log Lines", lines.len()));
+            b.raw(lines.iter().map(|l| format!("      {l}\n")).collect());
+        }
+    }
+    if let Some(rels) = st.get("releases").and_then(Value::as_array).filter(|r| !r.is_empty()) {
+        let mut rows = vec![["REVISION", "GENERATION", "OUTCOME", "STARTED", "MESSAGE"].map(String::from).to_vec()];
+        for r in rels {
+            rows.push(vec![
+                scalar(r.get("revision")),
+                scalar(r.get("generation")),
+                s(r, "/outcome").to_string(),
+                or_none(s(r, "/startedAt").to_string()),
+                or_none(s(r, "/message").to_string()),
+            ]);
+        }
+        b.heading(2, "Releases");
+        b.raw(table_lines(4, rows));
+    }
+    if let Some(cbs) = st.get("callbacks").and_then(Value::as_array).filter(|c| !c.is_empty()) {
+        let mut rows = vec![["PHASE", "STATE", "ATTEMPTS", "LAST ERROR"].map(String::from).to_vec()];
+        for c in cbs {
+            rows.push(vec![
+                s(c, "/phase").to_string(),
+                s(c, "/state").to_string(),
+                scalar(c.get("attempts").or(Some(&Value::from(0)))),
+                or_none(s(c, "/lastError").to_string()),
+            ]);
+        }
+        b.heading(2, "Callbacks");
+        b.raw(table_lines(4, rows));
     }
     let endpoints = st.get("endpoints").and_then(Value::as_array).filter(|e| !e.is_empty());
     if let Some(eps) = endpoints {
@@ -605,5 +667,54 @@ mod tests {
         assert!(text.contains("Conditions:  <none>"), "{text}");
         assert!(text.contains("(no status yet)"), "{text}");
         assert!(!text.contains("Namespace:"), "cluster-scoped: {text}");
+    }
+
+    #[test]
+    fn a_failed_lease_shows_why_with_diagnostics_releases_and_callbacks() {
+        let info = resolve_one("lease").unwrap();
+        let obj = json!({
+            "apiVersion": "berth.dev/v1alpha1", "kind": "Lease",
+            "metadata": {"name": "pr-1", "namespace": "previews", "generation": 2, "creationTimestamp": "2026-12-01T10:00:00Z"},
+            "spec": {"tenant": "acme", "sku": "small", "duration": "2h", "retainOnClose": true,
+                "callback": {"url": "https://hooks.example/berth"},
+                "services": [{"name": "app", "image": "ghcr.io/acme/app:1", "quantity": 1, "ports": [{"containerPort": 8080}]}]},
+            "status": {"phase": "Failed", "phaseSince": "2026-12-01T10:05:00Z", "host": "edge-1",
+                "expiresAt": "2026-12-01T12:00:00Z", "message": "host edge-1: container app-0 failed; exit code 3",
+                "allocated": {"cpus": 0.5, "memoryMb": 256},
+                "diagnostics": {"container": "app-0", "exitCode": 3, "oomKilled": true, "lastLogLines": ["starting", "panic: boom"],
+                    "at": "2026-12-01T10:05:00Z"},
+                "releases": [{"revision": 1, "generation": 1, "configHash": "aa", "outcome": "Active", "startedAt": "2026-12-01T10:00:01Z"},
+                    {"revision": 2, "generation": 2, "configHash": "bb", "outcome": "RolledBack", "message": "exit code 1"}],
+                "callbacks": [{"phase": "Ready", "state": "Delivered", "attempts": 1},
+                    {"phase": "Failed", "state": "Pending", "attempts": 3, "lastError": "HTTP 503"}],
+                "conditions": [{"type": "Ready", "status": "False", "reason": "ContainerFailed", "message": "exit code 3"}]}
+        });
+        let text = render(&info, &obj, &[]);
+        for want in [
+            "Tenant:",
+            "acme",
+            "Failed",
+            "Since:",
+            "2026-12-01T10:05:00Z",
+            "Expires At:",
+            "2026-12-01T12:00:00Z",
+            "Allocated:",
+            "0.5 CPUs, 256 MiB",
+            "Diagnostics",
+            "Exit Code:",
+            "3",
+            "OOM Killed:",
+            "Last 2 Log Lines",
+            "panic: boom",
+            "Releases",
+            "RolledBack",
+            "exit code 1",
+            "Callbacks",
+            "Delivered",
+            "HTTP 503",
+            "ContainerFailed",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in:\n{text}");
+        }
     }
 }

@@ -223,13 +223,23 @@ fn check_instance(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts the controllers over `client`; they stop when `stop` is cancelled.
-fn spawn_controllers(ctx: Arc<ControllerContext>, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+/// Starts the controllers over `client`; they stop when `stop` is cancelled. The Lease
+/// controller keeps its callback outbox in `<data-dir>/callbacks`.
+fn spawn_controllers(
+    ctx: Arc<ControllerContext>,
+    data_dir: &Path,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
     tracing::info!(instance = %ctx.instance, "starting the controllers");
+    let leases = crate::controllers::lease::LeaseControllerOptions {
+        outbox_dir: Some(data_dir.join("callbacks")),
+        ..Default::default()
+    };
     tokio::spawn(async move {
         tokio::join!(
             crate::controllers::host::run(ctx.clone(), stop.clone()),
-            crate::controllers::stack::run(ctx, stop),
+            crate::controllers::stack::run(ctx.clone(), stop.clone()),
+            crate::controllers::lease::run(ctx, leases, stop),
         );
     })
 }
@@ -278,7 +288,7 @@ async fn serve_controllers_only(args: &ServeArgs, config: Arc<OperatorConfig>) -
     let hash_key = load_or_create_hash_key(&args.data_dir.join("hash-key"))?;
     let ctx = controller_context(client, config, &args.instance, hash_key, Arc::new(crate::metrics::Metrics::new()));
     let stop = CancellationToken::new();
-    let controllers = spawn_controllers(ctx, stop.clone());
+    let controllers = spawn_controllers(ctx, &args.data_dir, stop.clone());
     println!("berth controllers running against {}", path.display());
     shutdown_signal().await;
     tracing::info!("shutting down: letting running reconciles finish");
@@ -371,7 +381,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let ctx = controller_context(client, config.clone(), &args.instance, hash_key, state.metrics.clone());
         // The API's `plan` and `log` subresources answer from now on (503 until then).
         let _ = state.views.set(Arc::new(crate::controllers::views::ControllerViews::new(ctx.clone())));
-        spawn_controllers(ctx, stop_controllers.clone())
+        spawn_controllers(ctx, &data_dir, stop_controllers.clone())
     });
     // On a signal the controllers stop first (their running reconciles still need the API),
     // then the API finishes its in-flight requests.

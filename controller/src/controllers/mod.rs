@@ -5,6 +5,8 @@
 
 pub mod context;
 pub mod host;
+pub mod lease;
 pub mod pool;
+pub mod recorder;
 pub mod stack;
 pub mod views;

@@ -99,6 +99,11 @@ impl HostHandle {
         Ok(snapshot)
     }
 
+    /// The last snapshot, however old, without listing (placement counts labels from it).
+    pub fn peek(&self) -> Option<Arc<HostSnapshot>> {
+        self.cache.try_lock().ok().and_then(|c| c.snapshot.clone())
+    }
+
     /// Marks the snapshot stale (berth changed something, or Docker reported an event).
     pub fn invalidate(&self) {
         self.epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);

@@ -56,6 +56,9 @@ struct State {
     containers: BTreeMap<String, FakeContainer>,
     networks: BTreeMap<String, NetworkSummary>,
     volumes: BTreeMap<String, VolumeSummary>,
+    /// Files in volumes (volume → path relative to the volume → content), written and read
+    /// through the archive calls of containers that mount the volume.
+    volume_files: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
     images: BTreeMap<String, ImageInfo>,
     pullable: BTreeMap<String, ImageInfo>,
     unreachable: bool,
@@ -90,6 +93,49 @@ impl Default for FakeDocker {
 
 fn now_secs() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// The volume a container mounts exactly at `path`.
+fn volume_at(c: &FakeContainer, path: &str) -> Option<String> {
+    c.spec.mounts.iter().find_map(|m| match m {
+        super::Mount::Volume { name, target, .. } if target.trim_end_matches('/') == path.trim_end_matches('/') => {
+            Some(name.clone())
+        }
+        _ => None,
+    })
+}
+
+fn tar_of_files(base: &str, files: &BTreeMap<String, Vec<u8>>) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut dir = tar::Header::new_gnu();
+    dir.set_entry_type(tar::EntryType::Directory);
+    dir.set_mode(0o755);
+    dir.set_size(0);
+    let _ = b.append_data(&mut dir, format!("{base}/"), &[][..]);
+    for (path, content) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(0o644);
+        h.set_size(content.len() as u64);
+        let _ = b.append_data(&mut h, format!("{base}/{path}"), content.as_slice());
+    }
+    b.into_inner().unwrap_or_default()
+}
+
+fn files_of_tar(tar: &[u8]) -> std::io::Result<BTreeMap<String, Vec<u8>>> {
+    use std::io::Read;
+    let mut out = BTreeMap::new();
+    let mut a = tar::Archive::new(tar);
+    for e in a.entries()? {
+        let mut e = e?;
+        if e.header().entry_type().is_file() {
+            let path = e.path()?.display().to_string();
+            let mut content = Vec::new();
+            e.read_to_end(&mut content)?;
+            out.insert(path, content);
+        }
+    }
+    Ok(out)
 }
 
 fn matches(labels: &BTreeMap<String, String>, filter: &LabelFilter) -> bool {
@@ -283,6 +329,26 @@ impl FakeDocker {
         };
         self.lock().containers.insert(id.clone(), c);
         id
+    }
+
+    /// Writes a file into a volume (as a container using it would).
+    pub fn write_volume_file(&self, volume: &str, path: &str, content: &str) {
+        self.lock()
+            .volume_files
+            .entry(volume.to_string())
+            .or_default()
+            .insert(path.to_string(), content.as_bytes().to_vec());
+    }
+
+    /// A file of a volume.
+    pub fn volume_file(&self, volume: &str, path: &str) -> Option<String> {
+        let s = self.lock();
+        s.volume_files.get(volume)?.get(path).map(|c| String::from_utf8_lossy(c).into_owned())
+    }
+
+    /// Labels of a volume.
+    pub fn volume_labels(&self, volume: &str) -> Option<BTreeMap<String, String>> {
+        self.lock().volumes.get(volume).map(|v| v.labels.clone())
     }
 
     /// Sets a container's creation time (to play with age gates).
@@ -692,6 +758,7 @@ impl DockerApi for FakeDocker {
             return Err(DockerError::Conflict { what: format!("volume {name}"), message: "volume is in use".into() });
         }
         s.volumes.remove(name);
+        s.volume_files.remove(name);
         Ok(())
     }
 
@@ -730,6 +797,12 @@ impl DockerApi for FakeDocker {
         self.enter("download_archive", &format!("{container}:{path}"))?;
         let s = self.lock();
         let key = Self::find_id(&s, container).ok_or_else(|| not_found(format!("container {container}")))?;
+        if let Some(volume) = volume_at(&s.containers[&key], path) {
+            // Like Docker: the archive of a directory holds it under its base name.
+            let base = path.trim_end_matches('/').rsplit('/').next().unwrap_or("").to_string();
+            let files = s.volume_files.get(&volume).cloned().unwrap_or_default();
+            return Ok(bytes::Bytes::from(tar_of_files(&base, &files)));
+        }
         s.containers[&key]
             .archives
             .get(path)
@@ -741,6 +814,15 @@ impl DockerApi for FakeDocker {
         self.enter("upload_archive", &format!("{container}:{path}"))?;
         let mut s = self.lock();
         let key = Self::find_id(&s, container).ok_or_else(|| not_found(format!("container {container}")))?;
+        if let Some(volume) = volume_at(&s.containers[&key], path) {
+            let files = files_of_tar(&tar).map_err(|e| DockerError::Api {
+                operation: format!("upload archive to {container}:{path}"),
+                status: 400,
+                message: e.to_string(),
+            })?;
+            s.volume_files.entry(volume).or_default().extend(files);
+            return Ok(());
+        }
         s.containers.get_mut(&key).expect("found above").archives.insert(path.to_string(), tar);
         Ok(())
     }

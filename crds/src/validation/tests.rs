@@ -449,10 +449,18 @@ fn valid_lease_has_no_errors() {
 }
 
 #[test]
-fn lease_needs_tenant_sku_and_one_expiry() {
+fn lease_needs_tenant_sku_and_at_most_one_expiry() {
     check_lease(|l| l.spec.tenant = String::new(), &[("spec.tenant", Required)]);
     check_lease(|l| l.spec.sku = "Small!".into(), &[("spec.sku", Invalid)]);
-    check_lease(|l| l.spec.duration = None, &[("spec.duration", Required)]);
+    // Neither duration nor expiresAt: the operator's leases.defaultDuration applies.
+    check_lease(|l| l.spec.duration = None, &[]);
+    check_lease(
+        |l| {
+            l.spec.duration = None;
+            l.spec.expires_at = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH));
+        },
+        &[],
+    );
     check_lease(|l| l.spec.duration = Some("two hours".into()), &[("spec.duration", Invalid)]);
     check_lease(|l| l.spec.duration = Some("0s".into()), &[("spec.duration", Invalid)]);
     check_lease(

@@ -19,7 +19,7 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType, Reporter};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{Predicate, PredicateConfig};
 use kube::runtime::{WatchStreamExt, predicates, watcher};
@@ -34,6 +34,7 @@ use super::status::{self, ORPHANS_BLOCKED, REACHABLE, StatusInput};
 use super::{HostControllerOptions, HostError, prune};
 use crate::controllers::context::Context;
 use crate::controllers::pool::HostSnapshot;
+use crate::controllers::recorder::NoteRecorder;
 use crate::docker::local_endpoint;
 use crate::metrics::KindLabels;
 
@@ -64,7 +65,7 @@ struct Runtime {
     options: HostControllerOptions,
     links: Links,
     hosts: reflector::Store<Host>,
-    recorder: Recorder,
+    recorder: NoteRecorder,
     /// The Host informer completed its first list.
     hosts_synced: AtomicBool,
     /// Per host: when scans first saw orphans whose creation time Docker does not report.
@@ -109,7 +110,7 @@ impl Runtime {
 
     async fn publish(&self, host: &Host, type_: EventType, reason: &str, action: &str, note: String) {
         let event = Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None };
-        if let Err(e) = self.recorder.publish(&event, &host.object_ref(&())).await {
+        if let Err(e) = self.recorder.publish(event, &host.object_ref(&())).await {
             tracing::warn!(host = %host.name_any(), reason, error = %e, "recording an Event failed");
         }
     }
@@ -129,7 +130,7 @@ pub(super) async fn run(ctx: Arc<Context>, shutdown: CancellationToken, options:
         options: options.clone(),
         notify,
     });
-    let recorder = Recorder::new(
+    let recorder = NoteRecorder::new(
         ctx.client.clone(),
         Reporter { controller: REPORTER.into(), instance: Some(ctx.instance.clone()) },
     );

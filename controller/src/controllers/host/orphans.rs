@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use berth_crds::common::{
     LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_OWNER_KIND, LABEL_OWNER_NAME, LABEL_OWNER_NAMESPACE, LABEL_OWNER_UID,
-    MANAGED_BY_VALUE,
+    LABEL_ROLE, MANAGED_BY_VALUE, ROLE_RETAINED_VOLUME, ROLE_TENANT_NETWORK,
 };
 use berth_crds::duration::format_duration;
 use berth_crds::host::{GateResult, OrphanRecord, OrphanScan};
@@ -422,6 +422,12 @@ pub fn plan_orphans(input: &OrphanInput<'_>) -> OrphanPlan {
             }
             if kind == ObjectKind::Container {
                 managed_containers += 1;
+            }
+            // Tenant networks and retained volumes outlive any one owner by design: the Lease
+            // controller removes them (with the tenant's last Lease; after the retention grace
+            // period). Orphan collection neither reports nor touches them.
+            if labels.get(LABEL_ROLE).is_some_and(|r| r == ROLE_TENANT_NETWORK || r == ROLE_RETAINED_VOLUME) {
+                continue;
             }
             let owner = OwnerKey::from_labels(labels);
             if owner.as_ref().is_some_and(|o| input.owners.contains(o)) {

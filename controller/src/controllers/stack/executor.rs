@@ -822,7 +822,7 @@ fn round_secs(d: Duration) -> u64 {
 }
 
 /// Sums pull progress over layers and reports it at most once a second.
-struct PullTracker<'a> {
+pub(crate) struct PullTracker<'a> {
     host: String,
     image: String,
     notify: &'a dyn Notify,
@@ -833,7 +833,7 @@ struct PullTracker<'a> {
 type PullState = (BTreeMap<String, (i64, i64)>, Option<Instant>);
 
 impl<'a> PullTracker<'a> {
-    fn new(host: &str, image: &str, notify: &'a dyn Notify) -> Self {
+    pub(crate) fn new(host: &str, image: &str, notify: &'a dyn Notify) -> Self {
         Self { host: host.to_string(), image: image.to_string(), notify, state: Mutex::new((BTreeMap::new(), None)) }
     }
 
@@ -841,7 +841,7 @@ impl<'a> PullTracker<'a> {
         layers.values().fold((0, 0), |(c, t), (lc, lt)| (c + lc, t + lt))
     }
 
-    fn update(&self, p: &PullProgress) {
+    pub(crate) fn update(&self, p: &PullProgress) {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if let (Some(layer), Some(total)) = (&p.layer, p.total) {
             st.0.insert(layer.clone(), (p.current.unwrap_or(0), total));
@@ -861,7 +861,7 @@ impl<'a> PullTracker<'a> {
         }
     }
 
-    fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let (_, total) = Self::totals(&st.0);
         if total > 0 { format!(" ({})", mb(total)) } else { String::new() }

@@ -49,7 +49,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action as Requeue, Config as ControllerConfig};
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event as KubeEvent, EventType, Reporter};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, PredicateConfig, WatchStreamExt, watcher};
@@ -70,6 +70,7 @@ use self::render::{DesiredState, RenderContext, redact, render};
 use self::status::StatusInput;
 use crate::controllers::context::Context;
 use crate::controllers::pool::HostHandle;
+use crate::controllers::recorder::NoteRecorder;
 use crate::docker::{TlsFiles, local_endpoint};
 use crate::metrics::KindLabels;
 
@@ -143,40 +144,23 @@ impl Notify for StackNotify {
     }
 }
 
-/// Publishes events in order; failures are logged, never fatal.
-///
-/// kube-runtime's `Recorder` folds events with the same reason into one series whatever their
-/// note, which would turn "created web-0" and "created db-0" into one event; here each distinct
-/// note gets its own recorder, so only true repetitions become a series.
-async fn publish_events(
+/// Publishes events in order; failures are logged, never fatal. Distinct notes stay distinct
+/// Events ([`NoteRecorder`]).
+pub(crate) async fn publish_events(
     client: kube::Client,
     reporter: Reporter,
     mut rx: mpsc::UnboundedReceiver<(ObjectReference, Note)>,
 ) {
-    let mut recorders: HashMap<String, Recorder> = HashMap::new();
+    let recorder = NoteRecorder::new(client, reporter);
     while let Some((reference, note)) = rx.recv().await {
-        let mut message = note.message;
-        if message.len() > 1000 {
-            let mut cut = 1000;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-        }
-        let key =
-            format!("{}|{}|{}|{message}", reference.uid.as_deref().unwrap_or_default(), note.warning, note.reason);
-        if recorders.len() > 2048 {
-            recorders.clear();
-        }
-        let recorder = recorders.entry(key).or_insert_with(|| Recorder::new(client.clone(), reporter.clone()));
         let event = KubeEvent {
             type_: if note.warning { EventType::Warning } else { EventType::Normal },
             reason: note.reason.to_string(),
-            note: Some(message),
+            note: Some(note.message),
             action: note.action.to_string(),
             secondary: None,
         };
-        if let Err(e) = recorder.publish(&event, &reference).await {
+        if let Err(e) = recorder.publish(event, &reference).await {
             tracing::debug!(error = %e, reason = note.reason, "could not publish an event");
         }
     }

@@ -47,7 +47,7 @@ pub fn stacks_referring_to(stacks: &Store<Stack>, kind: RefKind, namespace: &str
         .collect()
 }
 
-fn secret_value(secret: &Secret, key: &str) -> Option<Vec<u8>> {
+pub fn secret_value(secret: &Secret, key: &str) -> Option<Vec<u8>> {
     if let Some(v) = secret.data.as_ref().and_then(|d| d.get(key)) {
         return Some(v.0.clone());
     }

@@ -12,10 +12,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use base64::Engine;
 use berth_crds::common::{
-    LABEL_CONFIG_HASH, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_OWNER_KIND, LABEL_OWNER_NAME, LABEL_OWNER_NAMESPACE,
-    LABEL_OWNER_UID, LABEL_REPLICA, LABEL_SERVICE, MANAGED_BY_VALUE,
+    EnvVar, LABEL_CONFIG_HASH, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_OWNER_KIND, LABEL_OWNER_NAME,
+    LABEL_OWNER_NAMESPACE, LABEL_OWNER_UID, LABEL_REPLICA, LABEL_SERVICE, MANAGED_BY_VALUE,
 };
-use berth_crds::stack::{DependencyCondition, PullPolicy, ServiceSpec, Stack};
+use berth_crds::stack::{DependencyCondition, PullPolicy, Stack};
 use hmac::{Hmac, Mac};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -478,14 +478,16 @@ pub fn host_path_allowed(path: &str, allowed: &[String]) -> bool {
     allowed.iter().any(|prefix| p.starts_with(std::path::Path::new(prefix)))
 }
 
-fn render_env(
-    svc: &ServiceSpec,
+/// The environment of a container (`NAME=value` entries) and how each value enters the config
+/// hash (secret values only as an HMAC under the installation's key). Shared with Leases.
+pub fn render_env(
+    env: &[EnvVar],
     namespace: &str,
     ctx: &RenderContext<'_>,
 ) -> Result<(BTreeMap<String, HashedValue>, Vec<String>), RenderError> {
     let mut hashed = BTreeMap::new();
     let mut values = Vec::new();
-    for e in &svc.env {
+    for e in env {
         if let Some(v) = &e.value {
             hashed.insert(e.name.clone(), HashedValue::Plain(v.clone()));
             values.push(format!("{}={v}", e.name));
@@ -578,7 +580,7 @@ pub fn render(stack: &Stack, ctx: &RenderContext<'_>) -> Result<DesiredState, Re
 
     let mut services = Vec::new();
     for svc in &stack.spec.services {
-        let (env, env_values) = render_env(svc, namespace, ctx)?;
+        let (env, env_values) = render_env(&svc.env, namespace, ctx)?;
         let mut mounts = Vec::new();
         for m in &svc.mounts {
             let source = if let Some(v) = &m.volume {

@@ -530,3 +530,41 @@ fn scan_renders_every_gate_in_order_and_every_orphan() {
     let young = scan.orphans.iter().find(|o| o.name == "shop-young").unwrap();
     assert_eq!(young.action, "Waiting: younger than minAge 5m; eligible in 4m");
 }
+
+#[test]
+fn tenant_networks_and_retained_volumes_are_left_to_the_lease_controller() {
+    use berth_crds::common::{LABEL_ROLE, ROLE_RETAINED_VOLUME, ROLE_TENANT_NETWORK};
+    let lease = owner("Lease", "pr-1", "uid-gone-lease");
+    let mut retained = labels(ME, Some(&lease));
+    retained.insert(LABEL_ROLE.into(), ROLE_RETAINED_VOLUME.into());
+    let mut tenant_net = labels(ME, None);
+    tenant_net.insert(LABEL_ROLE.into(), ROLE_TENANT_NETWORK.into());
+    let snapshot = HostSnapshot {
+        containers: vec![container("blog-web-0", labels(ME, Some(&live())), OLD)],
+        networks: vec![
+            network("berth-prod-tenant-acme", tenant_net, Some(OLD)),
+            network("shop_default", labels(ME, Some(&gone())), Some(OLD)),
+        ],
+        volumes: vec![
+            volume("retained.default.pr-1.app-0.data", retained),
+            volume("shop_data", labels(ME, Some(&gone()))),
+        ],
+        ..Default::default()
+    };
+    let owners: KnownOwners = [live()].into_iter().collect();
+    let config =
+        OrphanConfig { action: OrphanAction::Remove, threshold: 5, min_age: ConfigDuration(Duration::from_secs(300)) };
+    let plan = plan_orphans(&OrphanInput {
+        host: "edge-1",
+        instance: ME,
+        listing: Ok(&snapshot),
+        owners: &owners,
+        caches_synced: true,
+        config: &config,
+        now: now(),
+        confirmation: None,
+        first_seen: &BTreeMap::new(),
+    });
+    let names: Vec<&str> = plan.orphans.iter().map(|o| o.name.as_str()).collect();
+    assert_eq!(names, ["shop_default", "shop_data"], "only the gone Stack's objects are orphans");
+}

@@ -3,6 +3,8 @@ use std::collections::HashMap;
 use berth_crds::common::{EnvVar, EnvVarSource, MountSpec, PortSpec, SecretKeySelector};
 use berth_crds::stack::{NetworkSpec, ServiceNetwork, StackSpec, VolumeSpec};
 
+use berth_crds::stack::ServiceSpec;
+
 use super::*;
 
 #[derive(Default)]
