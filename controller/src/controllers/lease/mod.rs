@@ -1713,7 +1713,7 @@ async fn reap_retained_volumes(lc: Arc<LeaseController>, shutdown: CancellationT
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(interval.min(Duration::from_secs(60)).max(Duration::from_secs(1))) => {}
+            _ = tokio::time::sleep(interval.max(Duration::from_secs(1))) => {}
         }
         if lc.leases.wait_until_ready().now_or_never().is_none() {
             continue;
