@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use berth::controllers::lease::callbacks;
+use berth_e2e::cli_support::berth_at;
 use berth_e2e::stack_env::{IMAGE, StackEnv, condition, docker, inspect, unique, wait_until};
 use serde_json::Value;
 
@@ -127,7 +128,8 @@ fn two_services_become_ready_the_endpoint_answers_and_every_container_is_hardene
     assert!(l["status"]["expiresAt"].is_string(), "expiresAt is always shown");
     let endpoints = l["status"]["endpoints"].as_array().cloned().unwrap_or_default();
     assert_eq!(endpoints.len(), 1, "{endpoints:?}");
-    let url = endpoints[0]["url"].as_str().unwrap().replace("localhost", "127.0.0.1");
+    let shown_url = endpoints[0]["url"].as_str().unwrap().to_string();
+    let url = shown_url.replace("localhost", "127.0.0.1");
     assert_eq!(endpoints[0]["hostIP"], "127.0.0.1");
     let body = wait_until("the endpoint answers", Duration::from_secs(30), || Ok(http_get(&url).ok()))?;
     assert_eq!(body.trim(), "hello-from-a-lease");
@@ -165,8 +167,13 @@ fn two_services_become_ready_the_endpoint_answers_and_every_container_is_hardene
     let denied =
         std::process::Command::new("docker").args(["exec", web_container, "sh", "-c", "echo x > /etc/x"]).output()?;
     assert!(!denied.status.success(), "the root filesystem is writable");
-    let describe = env.kubectl(&["describe", "lease", "preview", "-n", &ns], None)?;
-    assert!(describe.contains("Ready") && describe.contains("acme"), "{describe}");
+    // `berth describe` tells an operator what runs where, until when, and how to reach it.
+    let described = berth_at(&env.kubeconfig, &["describe", "lease/preview", "-n", &ns]).ok();
+    for want in
+        ["acme", "small", "Ready", "Expires At:", "Allocated:", "0.75 CPUs", "Endpoints", &shown_url, "Releases", "Active"]
+    {
+        assert!(described.stdout.contains(want), "{want:?} missing from:\n{}", described.stdout);
+    }
     Ok(())
 }
 
@@ -212,6 +219,18 @@ fn an_image_outside_the_allowlist_and_an_unknown_sku_are_refused_at_apply() -> R
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "admitted: {text}");
     assert!(text.contains("spec.sku") && text.contains("enormous") && text.contains("small"), "{text}");
+    // berth's own apply says the same, naming the field.
+    let mut child = berth_e2e::cli_support::berth_cmd_for(&env.kubeconfig)
+        .args(["apply", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    child.stdin.take().context("stdin")?.write_all(unknown.as_bytes())?;
+    let out = child.wait_with_output()?;
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("spec.sku") && text.contains("leases.skus"), "{text}");
     let too_long = lease_yaml(&ns, "forever", "  duration: 9999h\n", &[service("app", "exec sleep 1", "")]);
     let out = env.kubectl_output(&["apply", "-f", "-"], Some(&too_long))?;
     assert!(!out.status.success());
