@@ -404,6 +404,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     match tls {
         None => {
             let shutdown2 = shutdown.clone();
+            // TCP_NODELAY: a watch event is one small write, and Nagle's algorithm would hold
+            // it back until the client's delayed ACK of the previous one (up to 40 ms).
+            use axum::serve::ListenerExt;
+            let listener = listener.tap_io(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::warn!(error = %e, "could not set TCP_NODELAY");
+                }
+            });
             let server = axum::serve(listener, app).with_graceful_shutdown(async move {
                 signal.await;
                 shutdown2.cancel();
@@ -423,7 +431,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 h2.graceful_shutdown(Some(Duration::from_secs(30)));
             });
             let std_listener = listener.into_std()?;
-            axum_server::from_tcp_rustls(std_listener, config)?
+            let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(config)
+                .acceptor(axum_server::accept::NoDelayAcceptor::new());
+            axum_server::from_tcp(std_listener)?
+                .acceptor(acceptor)
                 .handle(handle)
                 .serve(app.into_make_service())
                 .await
