@@ -441,7 +441,8 @@ async fn main() -> anyhow::Result<()> {
          HTTP/2 connection with a stream per client (like etcd's own `benchmark put --conns 1`), and (b) its \
          HTTP/JSON gateway `/v3/kv/put` over HTTP/1.1 with a connection per client. (b) is like for like with \
          berth's HTTP+JSON path; (a) is the fastest way into etcd. Either way etcd does less per write than \
-         berth: no schema, no admission, no object metadata.\n\n",
+         berth: no schema, no admission, no object metadata. The three run one after another at each \
+         concurrency; on a shared machine the ratios move from run to run.\n\n",
         RUN.as_secs(),
         etcd_version()
     ));
