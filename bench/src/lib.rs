@@ -171,17 +171,23 @@ pub fn machine() -> String {
     format!("{cpus} cores ({model}), {:.0} GiB RAM, temp dir on {disk}", mem / 1024.0 / 1024.0)
 }
 
+/// The start of `docs/benchmarks.md` when a benchmark creates it.
+pub const INTRO: &str = "# berth benchmarks
+
+Each section below is written by one benchmark program in `bench/` (`cargo run --release -p \
+berth-bench --bin NAME`), which replaces only its own section. A section says what it measures and \
+how, the command that reproduces it, and berth's baseline (etcd, Docker Compose, direct Docker \
+calls, …), measured in the same run on the same machine. Every figure is from one run on the machine \
+named in its section (the development machine has 2 cores, shared with other work, so figures move \
+from run to run). Benchmarks never run inside `hack/test.sh`, and no test asserts a timing.
+";
+
 /// Replaces the section `id` of `docs/benchmarks.md` (between `<!-- bench:id -->` markers),
 /// appending it when absent.
 pub fn write_section(id: &str, body: &str) -> anyhow::Result<PathBuf> {
     let path = repo_root().join("docs").join("benchmarks.md");
     std::fs::create_dir_all(path.parent().expect("docs/"))?;
-    let mut text = std::fs::read_to_string(&path).unwrap_or_else(|_| {
-        "# berth benchmarks\n\nEvery figure here was written by a benchmark program, with the command that \
-         reproduces it. Benchmarks never run inside `hack/test.sh`. Each section compares berth with its \
-         baseline measured in the same run on the same machine.\n"
-            .to_string()
-    });
+    let mut text = std::fs::read_to_string(&path).unwrap_or_else(|_| INTRO.to_string());
     let start = format!("<!-- bench:{id} -->");
     let end = format!("<!-- /bench:{id} -->");
     let section = format!("{start}\n{}\n{end}", body.trim_end());

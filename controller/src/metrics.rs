@@ -1,6 +1,7 @@
 //! Prometheus metrics of the whole process (text format at `/metrics`): API requests and their
 //! latency, reconciles per kind (count, errors, duration), work queue depth, and Docker API calls
-//! per host.
+//! per host. Served in the Prometheus text format 0.0.4, or in OpenMetrics when the scraper asks
+//! for it.
 
 use std::sync::Mutex;
 
@@ -107,13 +108,19 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text exposition of every metric.
-    pub fn render(&self) -> String {
+    /// Every metric in the OpenMetrics text format (what `prometheus_client` writes).
+    pub fn render_openmetrics(&self) -> String {
         let mut out = String::new();
         if let Ok(registry) = self.registry.lock() {
             let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
         }
         out
+    }
+
+    /// Every metric in the Prometheus text format 0.0.4 (`text/plain; version=0.0.4`), which
+    /// every Prometheus-compatible scraper reads.
+    pub fn render(&self) -> String {
+        openmetrics_to_prometheus_text(&self.render_openmetrics())
     }
 
     /// Records one API request.
@@ -124,5 +131,62 @@ impl Metrics {
         if let Some(s) = seconds {
             self.request_seconds.get_or_create(&VerbLabels { verb: verb.into(), resource: resource.into() }).observe(s);
         }
+    }
+}
+
+/// Rewrites `prometheus_client`'s OpenMetrics text into the Prometheus text format 0.0.4. The
+/// sample lines are the same in both for the metric types berth uses (counters, gauges,
+/// histograms, no exemplars); what differs is the metadata: OpenMetrics names a counter family
+/// without its `_total` suffix, has `# UNIT` lines and ends with `# EOF`.
+pub fn openmetrics_to_prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> =
+        openmetrics.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter")).collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "].into_iter().find_map(|p| Some((p, line.strip_prefix(p)?)));
+        match meta {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                out.push_str(prefix);
+                out.push_str(name);
+                if counters.contains(name) {
+                    out.push_str("_total");
+                }
+                if !tail.is_empty() {
+                    out.push(' ');
+                    out.push_str(tail);
+                }
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_text_names_counter_families_by_their_samples_and_has_no_eof() {
+        let m = Metrics::new();
+        m.observe_request("list", "stacks", 200, Some(0.002));
+        m.queue_depth.get_or_create(&KindLabels { kind: "Stack".into() }).set(3);
+        let open = m.render_openmetrics();
+        assert!(open.trim_end().ends_with("# EOF"), "{open}");
+        let text = m.render();
+        assert!(!text.contains("# EOF"), "{text}");
+        assert!(text.contains("# TYPE berth_apiserver_requests_total counter\n"), "{text}");
+        assert!(
+            text.contains("# HELP berth_apiserver_requests_total API requests by verb, resource and code"),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE berth_queue_depth gauge\n"), "{text}");
+        assert!(text.contains("# TYPE berth_apiserver_request_duration_seconds histogram\n"), "{text}");
+        assert!(text.contains("berth_queue_depth{kind=\"Stack\"} 3\n"), "{text}");
     }
 }

@@ -23,6 +23,7 @@ use berth_crds::duration::{format_duration, parse_duration};
 use berth_crds::image::{DEFAULT_REGISTRY, ImageRef};
 use berth_crds::{Lease, LeasePhase, Stack};
 use serde_json::Value;
+use serde::Deserialize;
 
 use crate::apiserver::admission::{AdmissionPolicy, AdmissionRequest, Operation};
 use crate::apiserver::errors::{ApiError, Cause, Details, qualified};
@@ -75,10 +76,10 @@ pub fn stack_causes(config: &OperatorConfig, stack: &Stack) -> Vec<Cause> {
 fn stack_rules(config: &OperatorConfig, request: &AdmissionRequest<'_>) -> Result<(), ApiError> {
     let name = request.object.pointer("/metadata/name").and_then(|v| v.as_str()).unwrap_or("").to_string();
     // Schema validation ran first; an object that still does not parse has nothing to check here.
-    let Ok(stack) = serde_json::from_value::<Stack>(request.object.clone()) else { return Ok(()) };
+    let Ok(stack) = Stack::deserialize(request.object) else { return Ok(()) };
     let mut causes = stack_causes(config, &stack);
     if request.operation == Operation::Update
-        && let Some(old) = request.old.and_then(|o| serde_json::from_value::<Stack>(o.clone()).ok())
+        && let Some(old) = request.old.and_then(|o| Stack::deserialize(o).ok())
     {
         // Only new violations are refused: a Stack admitted before the operator narrowed the
         // allowlist can still be deleted and have its finalizer removed (the controller refuses

@@ -269,9 +269,58 @@ async fn raw_watch_resumes_and_expires() {
     }
     let mut events = api.watch(&WatchParams::default().timeout(2), &rv).await.unwrap().boxed();
     match events.try_next().await.unwrap() {
-        Some(WatchEvent::Error(s)) => assert_eq!(s.code, 410),
+        Some(WatchEvent::Error(s)) => {
+            assert_eq!((s.code, s.reason.as_str()), (410, "Expired"), "{s:?}");
+            assert!(s.message.contains("too old resource version"), "{}", s.message);
+        }
         other => panic!("expected a 410 ERROR event, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn a_watch_ends_when_its_timeout_seconds_pass() {
+    let e = env();
+    let api: Api<Stack> = Api::namespaced(e.client.clone(), "default");
+    let created = api.create(&PostParams::default(), &stack("a", "busybox")).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut events =
+        api.watch(&WatchParams::default().timeout(1), &created.resource_version().unwrap()).await.unwrap().boxed();
+    // Without the timeout the server would keep the stream open for its default half hour.
+    let drained = tokio::time::timeout(Duration::from_secs(60), async {
+        let mut bookmarks = 0;
+        while let Some(ev) = events.try_next().await.unwrap() {
+            assert!(matches!(ev, WatchEvent::Bookmark(_)), "nothing changed, yet {ev:?}");
+            bookmarks += 1;
+        }
+        bookmarks
+    })
+    .await;
+    assert!(drained.is_ok(), "the watch with timeoutSeconds=1 was still open after 60 s");
+    assert!(started.elapsed() >= Duration::from_secs(1), "the watch ended before its timeout");
+}
+
+#[tokio::test]
+async fn an_expired_continue_token_is_410_expired() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let e = env_with(StoreOptions { history_capacity: 4, ..Default::default() });
+    let api: Api<ConfigMap> = Api::namespaced(e.client.clone(), "default");
+    let cm = |name: &str| -> ConfigMap { serde_json::from_value(json!({"metadata": {"name": name}})).unwrap() };
+    for i in 0..6 {
+        api.create(&PostParams::default(), &cm(&format!("c{i}"))).await.unwrap();
+    }
+    let first = api.list(&ListParams::default().limit(2)).await.unwrap();
+    let token = first.metadata.continue_.clone().expect("a continue token");
+    // A change within the history window: the next page can still be served from the snapshot.
+    api.create(&PostParams::default(), &cm("d0")).await.unwrap();
+    let second = api.list(&ListParams::default().limit(2).continue_token(&token)).await.unwrap();
+    assert_eq!(second.items.iter().map(|c| c.name_any()).collect::<Vec<_>>(), ["c2", "c3"]);
+    // More changes than the history holds: the snapshot can no longer be rebuilt.
+    for i in 1..6 {
+        api.create(&PostParams::default(), &cm(&format!("d{i}"))).await.unwrap();
+    }
+    let s = api_error(api.list(&ListParams::default().limit(2).continue_token(&token)).await.unwrap_err());
+    assert_eq!((s.code, s.reason.as_str()), (410, "Expired"), "{s:?}");
+    assert!(s.message.contains("without a continue token"), "the message says what to do: {}", s.message);
 }
 
 #[tokio::test]
@@ -358,6 +407,46 @@ async fn event_recorder_publishes_events() {
     )
     .await;
     assert_eq!(gone, 1);
+}
+
+#[tokio::test]
+async fn events_are_watchable() {
+    use k8s_openapi::api::events::v1::Event as K8sEvent;
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+    let e = env();
+    let stacks: Api<Stack> = Api::namespaced(e.client.clone(), "default");
+    let s = stacks.create(&PostParams::default(), &stack("watched", "busybox")).await.unwrap();
+    let events: Api<K8sEvent> = Api::namespaced(e.client.clone(), "default");
+    let from = events.list(&ListParams::default()).await.unwrap().metadata.resource_version.unwrap();
+    let mut stream =
+        events.watch(&WatchParams::default().disable_bookmarks().timeout(60), &from).await.unwrap().boxed();
+
+    let recorder = Recorder::new(e.client.clone(), Reporter { controller: "berth-test".into(), instance: None });
+    let ev = Event {
+        type_: EventType::Warning,
+        reason: "PullFailed".into(),
+        note: Some("image not found".into()),
+        action: "Pull".into(),
+        secondary: None,
+    };
+    recorder.publish(&ev, &s.object_ref(&())).await.unwrap();
+    recorder.publish(&ev, &s.object_ref(&())).await.unwrap();
+
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let next = tokio::time::timeout(Duration::from_secs(30), stream.try_next()).await;
+        match next.expect("no event within 30 s").unwrap() {
+            Some(WatchEvent::Added(ev)) => seen.push(("ADDED", ev)),
+            Some(WatchEvent::Modified(ev)) => seen.push(("MODIFIED", ev)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(seen[0].0, "ADDED");
+    assert_eq!(seen[1].0, "MODIFIED", "a repeated event updates its series");
+    let ev = &seen[1].1;
+    assert_eq!(ev.reason.as_deref(), Some("PullFailed"));
+    assert_eq!(ev.regarding.as_ref().and_then(|r| r.name.as_deref()), Some("watched"));
+    assert_eq!(ev.series.as_ref().map(|s| s.count), Some(2));
 }
 
 #[tokio::test]

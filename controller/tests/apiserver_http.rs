@@ -235,6 +235,86 @@ async fn metrics_count_requests() {
     );
 }
 
+async fn get_text(app: &Router, uri: &str, headers: &[(&str, &str)]) -> (StatusCode, String, String) {
+    let mut b = Request::get(uri).header(header::AUTHORIZATION, format!("Bearer {ADMIN}"));
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let resp = app.clone().oneshot(b.body(Body::empty()).unwrap()).await.unwrap();
+    let status = resp.status();
+    let content_type =
+        resp.headers().get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+    let body = String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    (status, content_type, body)
+}
+
+/// Checks the structure of the Prometheus text format 0.0.4: every sample belongs to the family
+/// of the `# TYPE` line before it (a histogram's samples carry `_bucket`, `_sum` or `_count`).
+fn check_prometheus_text(text: &str) {
+    let mut family: Option<(String, String)> = None;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            assert!(["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind), "{line}");
+            family = Some((name.to_string(), kind.to_string()));
+        } else if line.starts_with('#') {
+            assert!(line.starts_with("# HELP "), "only HELP and TYPE comments are expected: {line}");
+        } else if !line.is_empty() {
+            let name = line.split(['{', ' ']).next().unwrap();
+            let (fam, kind) = family.as_ref().unwrap_or_else(|| panic!("sample before any TYPE: {line}"));
+            let ok = match kind.as_str() {
+                "histogram" => ["_bucket", "_sum", "_count"].iter().any(|s| name == format!("{fam}{s}")),
+                _ => name == fam,
+            };
+            assert!(ok, "sample {name} does not belong to the family {fam} ({kind})");
+            let value = line.rsplit(' ').next().unwrap();
+            assert!(value.parse::<f64>().is_ok() || ["+Inf", "-Inf", "NaN"].contains(&value), "{line}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn metrics_are_prometheus_text_unless_openmetrics_is_asked_for() {
+    let (_d, state) = setup();
+    let app = authed(state);
+    call(&app, "GET", "/apis/berth.dev/v1alpha1/namespaces/default/stacks", Some(ADMIN), &[], None).await;
+    let (code, content_type, text) = get_text(&app, "/metrics", &[]).await;
+    assert_eq!(code, 200);
+    assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
+    assert!(text.contains("# TYPE berth_apiserver_requests_total counter"), "{text}");
+    assert!(text.contains("berth_apiserver_request_duration_seconds_bucket{"), "{text}");
+    check_prometheus_text(&text);
+
+    // What Prometheus sends when it prefers OpenMetrics.
+    let accept = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+    let (code, content_type, text) = get_text(&app, "/metrics", &[("accept", accept)]).await;
+    assert_eq!(code, 200);
+    assert!(content_type.starts_with("application/openmetrics-text; version=1.0.0"), "{content_type}");
+    assert!(text.ends_with("# EOF\n"), "{text}");
+
+    let (code, _, _) = call(&app, "GET", "/metrics", None, &[], None).await;
+    assert_eq!(code, 401, "metrics need a token");
+}
+
+#[tokio::test]
+async fn health_endpoints_answer_and_readyz_fails_while_shutting_down() {
+    let (_d, state) = setup();
+    let app = authed(state.clone());
+    for path in ["/healthz", "/livez", "/readyz"] {
+        let (code, _, v) = call(&app, "GET", path, None, &[], None).await;
+        assert_eq!((code.as_u16(), v), (200, json!("ok")), "{path} without a token");
+    }
+    state.ready.store(false, std::sync::atomic::Ordering::Relaxed);
+    let (code, _, _) = call(&app, "GET", "/readyz", None, &[], None).await;
+    assert_eq!(code, 503, "not ready");
+    state.ready.store(true, std::sync::atomic::Ordering::Relaxed);
+    state.shutdown.cancel();
+    let (code, _, v) = call(&app, "GET", "/readyz", None, &[], None).await;
+    assert_eq!(code, 503, "shutting down: {v}");
+    let (code, _, _) = call(&app, "GET", "/livez", None, &[], None).await;
+    assert_eq!(code, 200, "a server that is shutting down is still alive");
+}
+
 #[tokio::test]
 async fn dry_run_stores_nothing() {
     let (_d, state) = setup();

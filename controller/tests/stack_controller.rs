@@ -524,6 +524,77 @@ async fn a_rotated_secret_rolls_out_without_showing_its_value() {
 }
 
 #[tokio::test]
+async fn a_docker_error_echoing_a_secret_shows_the_value_nowhere() {
+    use futures::{StreamExt, TryStreamExt};
+    use kube::api::{WatchEvent, WatchParams};
+    const VALUE: &str = "echoed-s3cret-value";
+    let e = env().await;
+    let secret: Secret =
+        serde_json::from_value(json!({"metadata": {"name": "db"}, "stringData": {"password": VALUE}})).unwrap();
+    Api::<Secret>::namespaced(e.client.clone(), "default").create(&PostParams::default(), &secret).await.unwrap();
+    // The daemon refuses the container and quotes its environment, as real errors can.
+    e.fake.fail_next(
+        "create_container",
+        berth::docker::DockerError::Api {
+            operation: "create container".into(),
+            status: 500,
+            message: format!("invalid environment PASSWORD={VALUE}"),
+        },
+    );
+    // Every state of the Stack and every Event, as a client watching them sees them.
+    let stacks = Api::<Stack>::namespaced(e.client.clone(), "default");
+    let events = Api::<Event>::namespaced(e.client.clone(), "default");
+    let params = WatchParams::default().disable_bookmarks().timeout(120);
+    let mut stack_stream = stacks.watch(&params, "0").await.unwrap().boxed();
+    let mut event_stream = events.watch(&params, "0").await.unwrap().boxed();
+
+    let mut s = Stack::new("leak", StackSpec { services: vec![service("web")], ..Default::default() });
+    s.spec.services[0].env = vec![EnvVar {
+        name: "PASSWORD".into(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector { name: "db".into(), key: "password".into(), optional: false }),
+            config_map_key_ref: None,
+        }),
+    }];
+    create(&e, &s).await;
+
+    let mut seen = Vec::new();
+    let started = Instant::now();
+    loop {
+        let left = DEADLINE.saturating_sub(started.elapsed());
+        let next = tokio::time::timeout(left, stack_stream.try_next()).await;
+        let Ok(Ok(Some(ev))) = next else { panic!("the Stack did not become Ready within {DEADLINE:?}: {next:?}") };
+        if let WatchEvent::Added(s) | WatchEvent::Modified(s) = ev {
+            seen.push(serde_json::to_string(&s).unwrap());
+            if is_ready(&s) {
+                break;
+            }
+        }
+    }
+    // The failed create is reported, with the value masked; then take whatever else is there.
+    let mut notes: Vec<String> = Vec::new();
+    let mut reported = false;
+    loop {
+        let wait = if reported { Duration::from_secs(1) } else { DEADLINE.saturating_sub(started.elapsed()) };
+        let Ok(Ok(Some(ev))) = tokio::time::timeout(wait, event_stream.try_next()).await else {
+            assert!(reported, "no event reports the failed create with PASSWORD=****: {notes:#?}");
+            break;
+        };
+        if let WatchEvent::Added(ev) | WatchEvent::Modified(ev) = ev {
+            let note = ev.note.clone().unwrap_or_default();
+            reported |= note.contains("PASSWORD=****");
+            notes.push(note);
+            seen.push(serde_json::to_string(&ev).unwrap());
+        }
+    }
+    for text in &seen {
+        assert!(!text.contains(VALUE), "a secret value reached the API: {text}");
+    }
+    assert!(e.fake.container("leak-web-0").unwrap().spec.env.contains(&format!("PASSWORD={VALUE}")));
+}
+
+#[tokio::test]
 async fn a_missing_secret_stalls_until_it_is_created() {
     let e = env().await;
     let mut s = Stack::new("late", StackSpec { services: vec![service("web")], ..Default::default() });

@@ -89,13 +89,15 @@ pub fn berth_binary() -> Result<PathBuf> {
         .map_err(|e| anyhow!(e))
 }
 
-/// Server URL and bearer token of a kubeconfig's current context.
+/// Server URL, bearer token and CA of a kubeconfig's current context.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
     /// `http://127.0.0.1:PORT` (or `https://` when the server serves TLS).
     pub server: String,
     /// The bearer token.
     pub token: String,
+    /// The cluster's `certificate-authority` file (PEM), when the server serves TLS.
+    pub ca: Option<PathBuf>,
 }
 
 /// Reads the server and token of the current context of a kubeconfig.
@@ -114,6 +116,7 @@ pub fn read_kubeconfig(path: &Path) -> Result<Endpoint> {
     Ok(Endpoint {
         server: cluster["cluster"]["server"].as_str().ok_or_else(|| anyhow!("cluster has no server"))?.to_string(),
         token: user["user"]["token"].as_str().ok_or_else(|| anyhow!("user has no token"))?.to_string(),
+        ca: cluster["cluster"]["certificate-authority"].as_str().map(PathBuf::from),
     })
 }
 
@@ -139,13 +142,24 @@ impl Server {
 
     /// Like [`Server::start`] but serving HTTPS with the self-signed certificate `berth serve`
     /// generates (its kubeconfig trusts it): for kubectl and the Python client, which send no
-    /// bearer token over plain HTTP. [`Server::client`] speaks plain HTTP only; drive such a
-    /// server with those clients.
+    /// bearer token over plain HTTP. [`Server::client`] trusts that certificate too.
     pub fn start_tls(data_dir: &Path, extra_args: &[&str]) -> Result<Self> {
         Self::start_with(data_dir, extra_args, true)
     }
 
     fn start_with(data_dir: &Path, extra_args: &[&str], tls: bool) -> Result<Self> {
+        let mut args = vec!["--listen", "127.0.0.1:0", "--no-controllers"];
+        // Plain HTTP for the ureq client, unless the caller asks for TLS.
+        if !tls && !extra_args.iter().any(|a| a.starts_with("--tls")) {
+            args.push("--no-tls");
+        }
+        args.extend_from_slice(extra_args);
+        Self::start_args(data_dir, &args)
+    }
+
+    /// Runs `berth serve --data-dir DATA_DIR ARGS…` with nothing else on its command line (so
+    /// `ARGS` must choose `--listen` and the TLS mode) and waits until it prints its address.
+    pub fn start_args(data_dir: &Path, args: &[&str]) -> Result<Self> {
         let bin = berth_binary()?;
         std::fs::create_dir_all(data_dir)?;
         let kubeconfig = data_dir.join("kubeconfig");
@@ -161,10 +175,7 @@ impl Server {
             .arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--listen", "127.0.0.1:0", "--no-controllers"])
-            // Plain HTTP for the ureq client, unless the caller asks for TLS.
-            .args(if tls || extra_args.iter().any(|a| a.starts_with("--tls")) { &[][..] } else { &["--no-tls"][..] })
-            .args(extra_args)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log_file)
@@ -205,9 +216,14 @@ impl Server {
         std::fs::read_to_string(&self.log).with_context(|| format!("reading {}", self.log.display()))
     }
 
-    /// A client with the admin token (plain HTTP: for servers from [`Server::start`]).
+    /// A client with the admin token (trusting the kubeconfig's CA when the server serves TLS).
     pub fn client(&self) -> Client {
-        Client::new(&self.endpoint)
+        Client::new(&self.endpoint).expect("a client for the server's kubeconfig")
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// `kill -9`: the process gets no chance to flush or clean up.
@@ -218,11 +234,22 @@ impl Server {
     }
 
     /// SIGTERM, then waits for a clean exit.
-    pub fn stop(mut self) -> Result<()> {
+    pub fn stop(self) -> Result<()> {
+        self.terminate()?;
+        self.wait_for_clean_exit()
+    }
+
+    /// Sends SIGTERM and returns at once (see [`Server::wait_for_clean_exit`]).
+    pub fn terminate(&self) -> Result<()> {
         let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status()?;
         if !status.success() {
             bail!("kill -TERM {} failed", self.child.id());
         }
+        Ok(())
+    }
+
+    /// Waits for the process to exit and fails unless it exited with status 0.
+    pub fn wait_for_clean_exit(mut self) -> Result<()> {
         let exit = self.child.wait()?;
         if !exit.success() {
             bail!("berth serve exited with {exit}; log:\n{}", tail(&self.log));
@@ -269,14 +296,25 @@ pub struct Reply {
 }
 
 impl Client {
-    /// A client of `endpoint`.
-    pub fn new(endpoint: &Endpoint) -> Self {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(60)))
-            .build()
-            .into();
-        Self { agent, base: endpoint.server.trim_end_matches('/').to_string(), token: endpoint.token.clone() }
+    /// A client of `endpoint`, trusting only its CA (when it has one).
+    pub fn new(endpoint: &Endpoint) -> Result<Self> {
+        let mut config =
+            ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(Duration::from_secs(60)));
+        if let Some(ca) = &endpoint.ca {
+            let pem = std::fs::read(ca).with_context(|| format!("reading the CA {}", ca.display()))?;
+            let cert = ureq::tls::Certificate::from_pem(&pem)
+                .with_context(|| format!("{} holds no PEM certificate", ca.display()))?;
+            let tls = ureq::tls::TlsConfig::builder()
+                .provider(ureq::tls::TlsProvider::Rustls)
+                .root_certs(ureq::tls::RootCerts::new_with_certs(&[cert]))
+                .build();
+            config = config.tls_config(tls);
+        }
+        Ok(Self {
+            agent: config.build().into(),
+            base: endpoint.server.trim_end_matches('/').to_string(),
+            token: endpoint.token.clone(),
+        })
     }
 
     fn finish(resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Result<Reply> {

@@ -1,8 +1,10 @@
 //! API server benchmark: durable creates per second with 1, 16 and 64 concurrent clients (berth
-//! against etcd's own put path with its default fsync, same machine, same run, same payload),
-//! watch delivery latency, list latency for 10,000 objects and the server's RSS with them.
+//! against etcd with its default fsync, same machine, same run, same payload: through etcd's
+//! native gRPC put and through its HTTP/JSON gateway), watch delivery latency, and, on a fresh
+//! server holding exactly 10,000 Stacks, list latency and RSS.
 //!
-//! Run: `cargo run --release -p berth-bench --bin api-bench` (writes docs/benchmarks.md).
+//! Run: `cargo run --release -p berth-bench --bin api-bench` (writes its section of
+//! docs/benchmarks.md). Needs Debian's `etcd-server` (`apt-get install etcd-server`) and curl.
 
 use std::collections::HashMap;
 use std::net::TcpListener;
@@ -13,13 +15,22 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use base64::Engine;
-use berth_bench::{Server, machine, ms, now_utc, percentile, write_section};
+use berth_bench::{Server, machine, ms, now_utc, percentile, rss_mib, write_section};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
+/// How long each throughput measurement runs.
 const RUN: Duration = Duration::from_secs(5);
+/// Concurrent clients of the throughput measurements.
+const CLIENTS: [usize; 3] = [1, 16, 64];
+/// Objects of the list and RSS measurements.
 const LIST_OBJECTS: usize = 10_000;
+/// Lists timed.
+const LISTS: usize = 20;
+/// Writes of the watch latency measurement.
+const WATCH_WRITES: usize = 1_000;
 
+/// The Stack every create sends (and etcd stores as its value): two services, ~700 bytes.
 fn stack(name: &str, ns: &str) -> Value {
     json!({
         "apiVersion": "berth.dev/v1alpha1", "kind": "Stack",
@@ -39,7 +50,8 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
 
-/// Runs `clients` tasks that each call `op(i)` until `RUN` has passed; returns ops/s.
+/// Runs `clients` tasks that each call `op(i)` (with a fresh `i` each time) until `RUN` has
+/// passed; returns completed operations per second.
 async fn throughput<F, Fut>(clients: usize, op: F) -> anyhow::Result<f64>
 where
     F: Fn(u64) -> Fut + Send + Sync + 'static,
@@ -76,11 +88,14 @@ async fn berth_creates(server: &Server, clients: usize, ns: &str) -> anyhow::Res
     throughput(clients, move |i| {
         let client = client.clone();
         let url = url.clone();
-        let ns = ns.clone();
+        let body = serde_json::to_vec(&stack(&format!("s{i}"), &ns));
         async move {
-            let resp = client.post(&url).json(&stack(&format!("s{i}"), &ns)).send().await?;
-            if resp.status() != 201 {
-                bail!("create answered {}: {}", resp.status(), resp.text().await.unwrap_or_default());
+            let resp = client.post(&url).header("content-type", "application/json").body(body?).send().await?;
+            let status = resp.status();
+            // Read to the end: the answer is complete, and the connection goes back to the pool.
+            let answer = resp.bytes().await?;
+            if status != 201 {
+                bail!("create answered {status}: {}", String::from_utf8_lossy(&answer));
             }
             Ok(())
         }
@@ -101,6 +116,30 @@ impl Drop for Etcd {
     }
 }
 
+/// `etcd 3.4.23`, from `etcd --version` (`etcd Version: 3.4.23`).
+fn etcd_version() -> String {
+    let out = Command::new("etcd").arg("--version").output().ok();
+    let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+    match text.lines().find_map(|l| l.strip_prefix("etcd Version:")) {
+        Some(v) => format!("etcd {}", v.trim()),
+        None => "etcd (version unknown)".into(),
+    }
+}
+
+/// `10,000`.
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Starts a one-member etcd with its defaults (fsync on every commit) on a fresh data dir.
 fn start_etcd() -> anyhow::Result<Etcd> {
     let dir = tempfile::Builder::new().prefix("etcd-bench-").tempdir()?;
     let (client_port, peer_port) = (free_port(), free_port());
@@ -116,7 +155,7 @@ fn start_etcd() -> anyhow::Result<Etcd> {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .context("starting etcd (apt-get install etcd-server)")?;
+        .context("starting etcd; install it with `apt-get install etcd-server`")?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let ok = Command::new("curl").args(["-sf", "-o", "/dev/null", &format!("{url}/health")]).status()?.success();
@@ -124,26 +163,29 @@ fn start_etcd() -> anyhow::Result<Etcd> {
             return Ok(Etcd { child, url, _dir: dir });
         }
         if Instant::now() > deadline {
-            bail!("etcd did not answer in 30s");
+            bail!("etcd did not answer on {url}/health within 30 s");
         }
         std::thread::sleep(Duration::from_millis(100));
     }
 }
 
-async fn etcd_puts(etcd: &Etcd, clients: usize, prefix: &str) -> anyhow::Result<f64> {
+/// etcd's HTTP/JSON gateway (`POST /v3/kv/put`), over HTTP/1.1 as the berth clients.
+async fn etcd_gateway_puts(etcd: &Etcd, clients: usize, prefix: &str) -> anyhow::Result<f64> {
     let client = reqwest::Client::builder().pool_max_idle_per_host(256).build()?;
     let url = format!("{}/v3/kv/put", etcd.url);
-    let value = base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&stack("s", "etcd"))?);
     let prefix = prefix.to_string();
     throughput(clients, move |i| {
         let client = client.clone();
         let url = url.clone();
-        let key = base64::engine::general_purpose::STANDARD.encode(format!("/registry/stacks/{prefix}/s{i}"));
-        let value = value.clone();
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        let key = b64(format!("/registry/stacks/{prefix}/s{i}").as_bytes());
+        let value = serde_json::to_vec(&stack(&format!("s{i}"), &prefix)).map(|v| b64(&v));
         async move {
-            let resp = client.post(&url).json(&json!({"key": key, "value": value})).send().await?;
-            if !resp.status().is_success() {
-                bail!("etcd put answered {}", resp.status());
+            let resp = client.post(&url).json(&json!({"key": key, "value": value?})).send().await?;
+            let status = resp.status();
+            let answer = resp.bytes().await?;
+            if !status.is_success() {
+                bail!("etcd put answered {status}: {}", String::from_utf8_lossy(&answer));
             }
             Ok(())
         }
@@ -151,14 +193,80 @@ async fn etcd_puts(etcd: &Etcd, clients: usize, prefix: &str) -> anyhow::Result<
     .await
 }
 
-/// Watch latency: one writer creates `n` objects one after another while a watcher streams.
-async fn watch_latency(server: &Server, n: usize) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
+/// Appends a length-delimited protobuf field.
+fn proto_bytes(out: &mut Vec<u8>, field: u8, data: &[u8]) {
+    out.push((field << 3) | 2);
+    let mut len = data.len();
+    loop {
+        let byte = (len & 0x7f) as u8;
+        len >>= 7;
+        if len == 0 {
+            out.push(byte);
+            break;
+        }
+        out.push(byte | 0x80);
+    }
+    out.extend_from_slice(data);
+}
+
+/// A gRPC message carrying `etcdserverpb.PutRequest { key = 1, value = 2 }`.
+fn grpc_put(key: &[u8], value: &[u8]) -> Vec<u8> {
+    let mut msg = Vec::with_capacity(key.len() + value.len() + 8);
+    proto_bytes(&mut msg, 1, key);
+    proto_bytes(&mut msg, 2, value);
+    let mut frame = Vec::with_capacity(msg.len() + 5);
+    frame.push(0); // not compressed
+    frame.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&msg);
+    frame
+}
+
+/// etcd's own put path: gRPC `etcdserverpb.KV/Put` over one HTTP/2 connection with one stream
+/// per client, as etcd's `benchmark put --conns 1 --clients N` does.
+async fn etcd_grpc_puts(etcd: &Etcd, clients: usize, prefix: &str) -> anyhow::Result<f64> {
+    let client = reqwest::Client::builder().http2_prior_knowledge().build()?;
+    let url = format!("{}/etcdserverpb.KV/Put", etcd.url);
+    let prefix = prefix.to_string();
+    throughput(clients, move |i| {
+        let client = client.clone();
+        let url = url.clone();
+        let key = format!("/registry/stacks/{prefix}/s{i}");
+        let value = serde_json::to_vec(&stack(&format!("s{i}"), &prefix));
+        async move {
+            let resp = client
+                .post(&url)
+                .header("content-type", "application/grpc")
+                .header("te", "trailers")
+                .body(grpc_put(key.as_bytes(), &value?))
+                .send()
+                .await?;
+            // A failure is a trailers-only response: grpc-status in the headers, no message.
+            let status = resp.status();
+            let grpc_status = resp.headers().get("grpc-status").map(|v| v.to_str().unwrap_or("?").to_string());
+            let body = resp.bytes().await?;
+            if !status.is_success() || grpc_status.as_deref().is_some_and(|s| s != "0") || body.len() < 5 {
+                bail!("etcd gRPC put answered HTTP {status}, grpc-status {grpc_status:?}, {} bytes", body.len());
+            }
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// Watch delivery: one writer creates `n` ConfigMaps one after another while one watcher
+/// streams. Returns, per write, the time from its acknowledgement to its event at the watcher
+/// (zero when the event came first) and from the start of its request, and how many events
+/// came before the acknowledgement.
+async fn watch_latency(server: &Server, n: usize) -> anyhow::Result<(Vec<Duration>, Vec<Duration>, usize)> {
     let client = server.client();
     let ns = "bench-watch";
     let base = format!("{}/api/v1/namespaces/{ns}/configmaps", server.url);
     let list: Value = client.get(&base).send().await?.json().await?;
     let rv = list["metadata"]["resourceVersion"].as_str().unwrap_or("0").to_string();
     let resp = client.get(format!("{base}?watch=1&resourceVersion={rv}&allowWatchBookmarks=false")).send().await?;
+    if resp.status() != 200 {
+        bail!("watch answered {}", resp.status());
+    }
     let received: Arc<std::sync::Mutex<HashMap<String, Instant>>> = Default::default();
     let rec = received.clone();
     let watcher = tokio::spawn(async move {
@@ -166,10 +274,10 @@ async fn watch_latency(server: &Server, n: usize) -> anyhow::Result<(Vec<Duratio
         let mut buf = Vec::new();
         while let Some(chunk) = stream.next().await {
             let Ok(chunk) = chunk else { break };
+            let now = Instant::now();
             buf.extend_from_slice(&chunk);
             while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = buf.drain(..=pos).collect();
-                let now = Instant::now();
                 if let Ok(ev) = serde_json::from_slice::<Value>(&line)
                     && let Some(name) = ev.pointer("/object/metadata/name").and_then(Value::as_str)
                 {
@@ -181,58 +289,57 @@ async fn watch_latency(server: &Server, n: usize) -> anyhow::Result<(Vec<Duratio
     let mut sent = Vec::with_capacity(n);
     for i in 0..n {
         let name = format!("w{i}");
+        let body = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"k": "v"}});
         let t0 = Instant::now();
-        let r = client
-            .post(&base)
-            .json(&json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"k": "v"}}))
-            .send()
-            .await?;
+        let r = client.post(&base).json(&body).send().await?;
+        let status = r.status();
+        r.bytes().await?;
         let t_ack = Instant::now();
-        if r.status() != 201 {
-            bail!("create answered {}", r.status());
+        if status != 201 {
+            bail!("create answered {status}");
         }
         sent.push((name, t0, t_ack));
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while received.lock().unwrap().len() < n && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     watcher.abort();
     let got = received.lock().unwrap();
     if got.len() < n {
-        bail!("the watcher saw {} of {n} events", got.len());
+        bail!("the watcher saw {} of {n} events within 30 s", got.len());
     }
-    let mut from_ack = Vec::new();
-    let mut from_request = Vec::new();
+    let (mut from_ack, mut from_request, mut early) = (Vec::new(), Vec::new(), 0);
     for (name, t0, t_ack) in sent {
         let t_ev = got[&name];
+        early += usize::from(t_ev < t_ack);
         from_ack.push(t_ev.saturating_duration_since(t_ack));
         from_request.push(t_ev.saturating_duration_since(t0));
     }
     from_ack.sort();
     from_request.sort();
-    Ok((from_ack, from_request))
+    Ok((from_ack, from_request, early))
 }
 
-async fn list_latency(server: &Server) -> anyhow::Result<(Vec<Duration>, usize, f64)> {
-    let ns = "bench-list";
+/// Creates `LIST_OBJECTS` Stacks in one namespace with 32 concurrent clients.
+async fn fill(server: &Server, ns: &str) -> anyhow::Result<()> {
     let client = server.client();
     let url = format!("{}/apis/berth.dev/v1alpha1/namespaces/{ns}/stacks", server.url);
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for _ in 0..32 {
-        let client = client.clone();
-        let url = url.clone();
-        let next = next.clone();
+        let (client, url, next, ns) = (client.clone(), url.clone(), next.clone(), ns.to_string());
         tasks.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i as usize >= LIST_OBJECTS {
                     return anyhow::Ok(());
                 }
-                let r = client.post(&url).json(&stack(&format!("l{i}"), ns)).send().await?;
-                if r.status() != 201 {
-                    bail!("create answered {}", r.status());
+                let r = client.post(&url).json(&stack(&format!("l{i}"), &ns)).send().await?;
+                let status = r.status();
+                r.bytes().await?;
+                if status != 201 {
+                    bail!("create answered {status}");
                 }
             }
         }));
@@ -240,10 +347,17 @@ async fn list_latency(server: &Server) -> anyhow::Result<(Vec<Duration>, usize, 
     for t in tasks {
         t.await??;
     }
-    let rss = server.rss_mib()?;
+    Ok(())
+}
+
+/// Times `LISTS` lists of the namespace, one after another; returns the sorted latencies (to
+/// the last byte of the body) and the body size.
+async fn list_latency(server: &Server, ns: &str) -> anyhow::Result<(Vec<Duration>, usize)> {
+    let client = server.client();
+    let url = format!("{}/apis/berth.dev/v1alpha1/namespaces/{ns}/stacks", server.url);
     let mut samples = Vec::new();
     let mut bytes = 0;
-    for _ in 0..20 {
+    for _ in 0..LISTS {
         let t0 = Instant::now();
         let body = client.get(&url).send().await?.bytes().await?;
         samples.push(t0.elapsed());
@@ -255,70 +369,147 @@ async fn list_latency(server: &Server) -> anyhow::Result<(Vec<Duration>, usize, 
         }
     }
     samples.sort();
-    Ok((samples, bytes, rss))
+    Ok((samples, bytes))
+}
+
+/// Throughput of one system at one concurrency.
+struct Row {
+    clients: usize,
+    berth: f64,
+    etcd_grpc: f64,
+    etcd_gateway: f64,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let server = Server::start(&["--no-controllers", "--no-tls"])?;
     let etcd = start_etcd()?;
-    let rss_empty = server.rss_mib()?;
-    let mut rows = Vec::new();
-    for (round, clients) in [1usize, 16, 64].into_iter().enumerate() {
-        let b = berth_creates(&server, clients, &format!("bench-c{round}")).await?;
-        let e = etcd_puts(&etcd, clients, &format!("c{round}")).await?;
-        eprintln!("{clients:>3} clients: berth {b:.0}/s, etcd {e:.0}/s");
-        rows.push((clients, b, e));
-    }
-    let (from_ack, from_request) = watch_latency(&server, 1000).await?;
-    eprintln!("watch: p50 {} ms p99 {} ms after ack", ms(percentile(&from_ack, 50.0)), ms(percentile(&from_ack, 99.0)));
-    let (list, bytes, rss) = list_latency(&server).await?;
-    eprintln!("list 10k: p50 {} ms p99 {} ms", ms(percentile(&list, 50.0)), ms(percentile(&list, 99.0)));
-    let total_objects: usize = berth_total(&server).await?;
 
+    // Durable writes, the three systems in turn at each concurrency.
+    let mut rows = Vec::new();
+    for (round, clients) in CLIENTS.into_iter().enumerate() {
+        let berth = berth_creates(&server, clients, &format!("bench-c{round}")).await?;
+        let etcd_grpc = etcd_grpc_puts(&etcd, clients, &format!("grpc-c{round}")).await?;
+        let etcd_gateway = etcd_gateway_puts(&etcd, clients, &format!("gw-c{round}")).await?;
+        eprintln!(
+            "{clients:>3} clients: berth {berth:.0}/s, etcd gRPC {etcd_grpc:.0}/s, etcd gateway {etcd_gateway:.0}/s"
+        );
+        rows.push(Row { clients, berth, etcd_grpc, etcd_gateway });
+    }
+    let etcd_rss = rss_mib(etcd.child.id())?;
+    drop(etcd);
+
+    let (from_ack, from_request, early) = watch_latency(&server, WATCH_WRITES).await?;
+    eprintln!(
+        "watch: p50 {} ms, p99 {} ms after the acknowledgement ({early} of {WATCH_WRITES} events came first)",
+        ms(percentile(&from_ack, 50.0)),
+        ms(percentile(&from_ack, 99.0))
+    );
+    drop(server);
+
+    // A fresh server holding exactly LIST_OBJECTS Stacks.
+    let server = Server::start(&["--no-controllers", "--no-tls"])?;
+    let rss_empty = server.rss_mib()?;
+    fill(&server, "bench-list").await?;
+    let rss_full = server.rss_mib()?;
+    let (list, bytes) = list_latency(&server, "bench-list").await?;
+    let rss_after_lists = server.rss_mib()?;
+    eprintln!(
+        "list {LIST_OBJECTS}: p50 {} ms, p99 {} ms; RSS {rss_empty:.1} MiB empty, {rss_full:.1} MiB with {LIST_OBJECTS} Stacks",
+        ms(percentile(&list, 50.0)),
+        ms(percentile(&list, 99.0))
+    );
+
+    let n = thousands(LIST_OBJECTS);
+    let slowest_list = list.last().copied().unwrap_or_default();
     let mut out = String::new();
-    out.push_str("## API server and store (issue 3)\n\n");
+    out.push_str("## API server and store\n\n");
     out.push_str(&format!(
-        "Measured {} on {}.\nReproduce: `cargo run --release -p berth-bench --bin api-bench`.\n\n",
+        "Measured {} on {}; the load generator runs on the same cores.\nReproduce: `cargo run --release -p \
+         berth-bench --bin api-bench` (needs Debian's `etcd-server`).\n\n",
         now_utc(),
         machine()
     ));
+    out.push_str(&format!(
+        "**Durable creates.** Each client creates Stacks (~700 bytes of JSON, two services) one after another \
+         for {} s; an operation counts when its whole answer arrived. berth: `POST` over HTTP/1.1 (a kept-alive \
+         connection per client) with a bearer token to `berth serve --no-controllers --no-tls`, with full \
+         admission (schema with defaults and pruning, semantic validation, uid, timestamps); the 201 is sent only \
+         after the write is in sled's log and the log is fdatasynced; writes in flight share a flush. Baseline: \
+         {} (Debian's `etcd-server`), one member with its defaults, which fdatasyncs its WAL before it answers a \
+         put, storing the same bytes under one key per object, through (a) its native gRPC `KV/Put` over one \
+         HTTP/2 connection with a stream per client (like etcd's own `benchmark put --conns 1`), and (b) its \
+         HTTP/JSON gateway `/v3/kv/put` over HTTP/1.1 with a connection per client. (b) is like for like with \
+         berth's HTTP+JSON path; (a) is the fastest way into etcd. Either way etcd does less per write than \
+         berth: no schema, no admission, no object metadata. The three run one after another at each \
+         concurrency; on a shared machine the ratios move from run to run.\n\n",
+        RUN.as_secs(),
+        etcd_version()
+    ));
     out.push_str(
-        "Durable creates: each client POSTs Stacks (~700 bytes, full admission) over HTTP/1.1 to `berth serve \
-         --no-controllers` for 5 s; a create is counted when its 201 arrived, which berth sends only after the \
-         write is flushed to disk (group commit). Baseline: etcd (Debian's `etcd-server`, default fsync) \
-         through its JSON gateway `/v3/kv/put` with the same payload and concurrency.\n\n",
+        "| clients | berth creates/s | etcd gRPC puts/s | berth / etcd gRPC | etcd gateway puts/s | berth / etcd gateway |\n\
+         |---:|---:|---:|---:|---:|---:|\n",
     );
-    out.push_str("| clients | berth creates/s | etcd puts/s | berth / etcd |\n|---:|---:|---:|---:|\n");
-    for (c, b, e) in &rows {
-        out.push_str(&format!("| {c} | {b:.0} | {e:.0} | {:.2} |\n", b / e));
+    for r in &rows {
+        out.push_str(&format!(
+            "| {} | {:.0} | {:.0} | {:.2} | {:.0} | {:.2} |\n",
+            r.clients,
+            r.berth,
+            r.etcd_grpc,
+            r.berth / r.etcd_grpc,
+            r.etcd_gateway,
+            r.berth / r.etcd_gateway
+        ));
     }
     out.push_str(&format!(
-        "\nWatch delivery (1,000 ConfigMaps created one by one, one watcher): from the write's acknowledgement to \
-         the event at the watcher p50 {} ms, p99 {} ms (0 when the event arrived first); from the start of the \
-         request p50 {} ms, p99 {} ms.\n\n",
+        "\netcd's RSS after these puts: {etcd_rss:.1} MiB.\n\n**Watch delivery.** One client creates {} \
+         ConfigMaps one after another while another watches the namespace (HTTP/1.1, newline-delimited JSON). From \
+         the write's acknowledgement (its whole 201 answer arrived) to its event at the watcher: p50 {} ms, p99 {} \
+         ms; {early} of the {} events arrived before the acknowledgement and count as 0 (berth publishes a durable \
+         write to watchers just before it answers the writer). From the start of the create request to the event: \
+         p50 {} ms, p99 {} ms.\n\n",
+        thousands(WATCH_WRITES),
         ms(percentile(&from_ack, 50.0)),
         ms(percentile(&from_ack, 99.0)),
+        thousands(WATCH_WRITES),
         ms(percentile(&from_request, 50.0)),
         ms(percentile(&from_request, 99.0)),
     ));
     out.push_str(&format!(
-        "List of {LIST_OBJECTS} Stacks in one namespace ({:.1} MiB of JSON), 20 requests: p50 {} ms, p99 {} ms.\n\n",
+        "**List and memory**, on a fresh server holding exactly {n} Stacks in one namespace (created by 32 \
+         concurrent clients) and nothing else. {LISTS} lists of the namespace, one after another, each timed to the \
+         last byte of its {:.1} MiB JSON body: median {} ms, slowest {} ms. Server RSS: {rss_empty:.1} MiB empty, \
+         {rss_full:.1} MiB holding the {n} Stacks, {rss_after_lists:.1} MiB after the lists.\n",
         bytes as f64 / 1024.0 / 1024.0,
         ms(percentile(&list, 50.0)),
-        ms(percentile(&list, 99.0)),
+        ms(slowest_list),
     ));
+    let against_etcd = if rows.iter().all(|r| r.berth >= r.etcd_grpc) {
+        "met against both etcd paths at every concurrency".to_string()
+    } else {
+        let short: Vec<String> =
+            rows.iter().filter(|r| r.berth < r.etcd_grpc).map(|r| format!("{} clients", r.clients)).collect();
+        let gateway = if rows.iter().all(|r| r.berth >= r.etcd_gateway) {
+            "met against the gateway at every concurrency"
+        } else {
+            "not met against the gateway at every concurrency either"
+        };
+        format!("{gateway}; against gRPC missed at {}", short.join(", "))
+    };
     out.push_str(&format!(
-        "Server RSS: {rss_empty:.1} MiB empty; {rss:.1} MiB holding {total_objects} objects (the {LIST_OBJECTS} listed \
-         plus those of the runs above).\n"
+        "\nTargets of issue 3, in this run: ≥ 5,000 durable creates/s at 16 clients: {}; watch p99 < 10 ms: {}; \
+         {n}-object list < 100 ms: {} for the median, {} for the slowest; at least etcd's write throughput: \
+         {against_etcd}.\n",
+        met(rows.iter().find(|r| r.clients == 16).is_some_and(|r| r.berth >= 5000.0)),
+        met(percentile(&from_ack, 99.0) < Duration::from_millis(10)),
+        met(percentile(&list, 50.0) < Duration::from_millis(100)),
+        met(slowest_list < Duration::from_millis(100)),
     ));
     let path = write_section("api", &out)?;
     eprintln!("wrote {}", path.display());
     Ok(())
 }
 
-async fn berth_total(server: &Server) -> anyhow::Result<usize> {
-    let v: Value =
-        server.client().get(format!("{}/apis/berth.dev/v1alpha1/stacks", server.url)).send().await?.json().await?;
-    Ok(v["items"].as_array().map(Vec::len).unwrap_or(0))
+fn met(ok: bool) -> &'static str {
+    if ok { "met" } else { "missed" }
 }

@@ -121,12 +121,21 @@ async fn ready(State(state): State<ApiState>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<ApiState>) -> Response {
-    let mut resp = state.metrics.render().into_response();
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-    );
+/// `/metrics`: the Prometheus text format 0.0.4, or OpenMetrics when the scraper's `Accept`
+/// names it (as Prometheus does when it prefers it).
+async fn metrics(State(state): State<ApiState>, headers: axum::http::HeaderMap) -> Response {
+    let wants_openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    let (body, content_type) = if wants_openmetrics {
+        (state.metrics.render_openmetrics(), "application/openmetrics-text; version=1.0.0; charset=utf-8")
+    } else {
+        (state.metrics.render(), "text/plain; version=0.0.4; charset=utf-8")
+    };
+    let mut resp = body.into_response();
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     resp
 }
 

@@ -306,7 +306,8 @@ pub async fn create(state: &ApiState, t: &Target, q: &Query, headers: &HeaderMap
     })
 }
 
-/// Creates `obj` (mutated into what is stored). Returns the stored object, or `None` on dry run.
+/// Creates `obj` (mutated into what is stored, and taken when it is stored). Returns the stored
+/// object, or `None` on dry run (then `obj` is what would have been stored).
 async fn create_value(
     state: &ApiState,
     t: &Target,
@@ -404,7 +405,8 @@ async fn create_value(
         }
         return Ok((StatusCode::CREATED, None, warnings));
     }
-    let stored = state.store.create(&t.key(&name), obj.clone()).await.map_err(|e| t.err(e, &name))?;
+    // Taken, not cloned: callers read `obj` only on a dry run.
+    let stored = state.store.create(&t.key(&name), std::mem::take(obj)).await.map_err(|e| t.err(e, &name))?;
     Ok((StatusCode::CREATED, Some(stored), warnings))
 }
 

@@ -137,7 +137,8 @@ fn typed_semantic<T: serde::de::DeserializeOwned>(
     value: &Value,
     validate: fn(&T) -> Vec<FieldError>,
 ) -> Vec<FieldError> {
-    match serde_json::from_value::<T>(value.clone()) {
+    // Deserialized from the borrowed value: no copy of the object.
+    match T::deserialize(value) {
         Ok(obj) => validate(&obj),
         Err(e) => vec![FieldError {
             field: "<object>".to_string(),

@@ -23,7 +23,7 @@ use crate::store::{self as object_store, StoreOptions};
 /// Arguments of `berth serve`.
 #[derive(clap::Args, Debug, Clone)]
 #[command(
-    after_help = "Examples:\n  berth serve\n  berth serve --data-dir /var/lib/berth --listen 0.0.0.0:7443 --tls-cert server.crt --tls-key server.key\n  berth serve --listen 127.0.0.1:0 --no-controllers\n  berth serve --instance edge --config berth.yaml\n  berth serve --no-embedded-api --kubeconfig ~/.kube/config   # controllers against a real cluster"
+    after_help = "Examples:\n  berth serve\n  berth serve --data-dir /var/lib/berth --listen 0.0.0.0:7443 --tls-cert server.crt --tls-key server.key --tls-ca ca.crt\n  berth serve --listen 127.0.0.1:0 --no-controllers\n  berth serve --instance edge --config berth.yaml\n  berth serve --no-embedded-api --kubeconfig ~/.kube/config   # controllers against a real cluster"
 )]
 pub struct ServeArgs {
     /// Directory of the store, the tokens file and the kubeconfig.
@@ -45,6 +45,10 @@ pub struct ServeArgs {
     /// TLS private key (PEM).
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// The CA certificate (PEM) that issued --tls-cert, named in the kubeconfig so clients trust
+    /// the server. Default: --tls-cert itself, which is right for a self-signed certificate.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_ca: Option<PathBuf>,
     /// Serve TLS with a self-signed certificate generated once in `<data-dir>/tls/` (the default
     /// when no --tls-cert is given; the kubeconfig trusts it).
     #[arg(long, conflicts_with_all = ["tls_cert", "no_tls"])]
@@ -315,15 +319,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if args.no_embedded_api {
         return serve_controllers_only(&args, config).await;
     }
-    let tls = match (&args.tls_cert, &args.tls_key, args.no_tls) {
-        (Some(c), Some(k), _) => Some((c.clone(), k.clone())),
-        (_, _, true) => None,
-        _ => {
-            std::fs::create_dir_all(&args.data_dir)?;
-            Some(self_signed(&args.data_dir, args.listen.ip())?)
-        }
-    };
-    if !args.listen.ip().is_loopback() && tls.is_none() && !args.insecure {
+    // Checked before anything is created: --no-tls is the only way to serve plain HTTP.
+    if !args.listen.ip().is_loopback() && args.no_tls && !args.insecure {
         bail!(
             "refusing to listen on {} without TLS: bearer tokens would cross the network in clear text. \
              Give --tls-cert/--tls-key or drop --no-tls, listen on 127.0.0.1, or pass --insecure if you accept the risk",
@@ -333,6 +330,26 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
     let data_dir = args.data_dir.canonicalize()?;
+    // Absolute paths: kubectl reads a relative certificate-authority relative to the kubeconfig.
+    let absolute = |flag: &str, p: &Path| {
+        p.canonicalize().with_context(|| format!("reading {flag} {}; check the path", p.display()))
+    };
+    // (certificate, key, the CA clients should trust)
+    let tls = match (&args.tls_cert, &args.tls_key, args.no_tls) {
+        (Some(c), Some(k), _) => {
+            let cert = absolute("--tls-cert", c)?;
+            let ca = match &args.tls_ca {
+                Some(ca) => absolute("--tls-ca", ca)?,
+                None => cert.clone(),
+            };
+            Some((cert, absolute("--tls-key", k)?, ca))
+        }
+        (_, _, true) => None,
+        _ => {
+            let (cert, key) = self_signed(&data_dir, args.listen.ip())?;
+            Some((cert.clone(), key, cert))
+        }
+    };
     let tokens_path = args.tokens.clone().unwrap_or_else(|| data_dir.join("tokens.csv"));
     let (tokens, generated) = load_or_create_tokens(&tokens_path)?;
     if generated.is_some() {
@@ -360,7 +377,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let server_url = format!("{scheme}://{host}:{}", addr.port());
     let token = admin_token(&tokens_path).context("the tokens file has no admin token for the kubeconfig")?;
     let kubeconfig_path = data_dir.join("kubeconfig");
-    write_private(&kubeconfig_path, &kubeconfig(&server_url, &token, tls.as_ref().map(|(c, _)| c.as_path())))?;
+    write_private(&kubeconfig_path, &kubeconfig(&server_url, &token, tls.as_ref().map(|(_, _, ca)| ca.as_path())))?;
 
     let background = CancellationToken::new();
     tokio::spawn(apiserver::events_gc::run(
@@ -383,10 +400,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let _ = state.views.set(Arc::new(crate::controllers::views::ControllerViews::new(ctx.clone())));
         spawn_controllers(ctx, &data_dir, stop_controllers.clone())
     });
-    // On a signal the controllers stop first (their running reconciles still need the API),
-    // then the API finishes its in-flight requests.
+    // On a signal /readyz turns 503 at once; the controllers stop first (their running
+    // reconciles still need the API), then the API finishes its in-flight requests.
+    let ready = state.ready.clone();
     let signal = async move {
         shutdown_signal().await;
+        ready.store(false, std::sync::atomic::Ordering::Relaxed);
         tracing::info!("shutting down: letting running reconciles finish");
         stop_controllers.cancel();
         if let Some(c) = controllers {
@@ -397,13 +416,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     match tls {
         None => {
             let shutdown2 = shutdown.clone();
+            // TCP_NODELAY: a watch event is one small write, and Nagle's algorithm would hold
+            // it back until the client's delayed ACK of the previous one (up to 40 ms).
+            use axum::serve::ListenerExt;
+            let listener = listener.tap_io(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::warn!(error = %e, "could not set TCP_NODELAY");
+                }
+            });
             let server = axum::serve(listener, app).with_graceful_shutdown(async move {
                 signal.await;
                 shutdown2.cancel();
             });
             server.await.context("serving the API")?;
         }
-        Some((cert, key)) => {
+        Some((cert, key, _)) => {
             let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(&cert, &key)
                 .await
                 .with_context(|| format!("loading TLS certificate {} and key {}", cert.display(), key.display()))?;
@@ -416,7 +443,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 h2.graceful_shutdown(Some(Duration::from_secs(30)));
             });
             let std_listener = listener.into_std()?;
-            axum_server::from_tcp_rustls(std_listener, config)?
+            let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(config)
+                .acceptor(axum_server::accept::NoDelayAcceptor::new());
+            axum_server::from_tcp(std_listener)?
+                .acceptor(acceptor)
                 .handle(handle)
                 .serve(app.into_make_service())
                 .await
