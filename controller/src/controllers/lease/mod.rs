@@ -26,6 +26,7 @@
 pub mod callbacks;
 pub mod machine;
 pub mod placement;
+pub mod plan;
 pub mod render;
 pub mod status;
 pub mod tasks;
@@ -39,8 +40,8 @@ use std::time::{Duration, Instant};
 
 use berth_crds::Lease;
 use berth_crds::common::{
-    ConditionStatus, LABEL_OWNER_KIND, LABEL_OWNER_NAME, LABEL_OWNER_NAMESPACE, LABEL_OWNER_UID, LABEL_RELEASE,
-    LABEL_REPLICA, LABEL_RETAINED_UNTIL, LABEL_ROLE, LABEL_SERVICE, LABEL_SKU, ROLE_RETAINED_VOLUME, find_condition,
+    ConditionStatus, LABEL_OWNER_NAME, LABEL_OWNER_NAMESPACE, LABEL_OWNER_UID, LABEL_RELEASE, LABEL_REPLICA,
+    LABEL_RETAINED_UNTIL, LABEL_ROLE, LABEL_SERVICE, ROLE_RETAINED_VOLUME, find_condition,
 };
 use berth_crds::host::Host;
 use berth_crds::lease::{
@@ -605,67 +606,15 @@ impl LeaseController {
     /// Hosts as placement sees them, with what live Leases hold there.
     fn candidates(&self) -> Vec<Candidate> {
         let leases = self.leases.state();
+        let hosts = self.hosts.state();
         let reservations = self.reservations.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let mut held: Vec<(String, LeaseAllocation)> = reservations.values().cloned().collect();
-        let mut known: HashSet<String> = reservations.keys().cloned().collect();
-        for l in &leases {
-            let u = uid(l);
-            if known.contains(&u) {
-                continue;
-            }
-            // Every Lease the store knows is accounted for by its status: Closed, Retained and
-            // Pending ones hold nothing (leftover containers of a closing one are on their way
-            // out).
-            known.insert(u);
-            let Some(st) = &l.status else { continue };
-            if !is_live(st.phase) || st.phase == Some(LeasePhase::Pending) {
-                continue;
-            }
-            if let (Some(h), Some(a)) = (&st.host, &st.allocated) {
-                held.push((h.clone(), a.clone()));
-            }
-        }
-        // Containers of Leases the store does not know (gone without their containers, e.g. a
-        // finalizer removed by hand): their SKU from labels, per container.
-        for (host, reach) in self.ctx.pool.hosts() {
-            if reach != Reachability::Reachable {
-                continue;
-            }
-            let Some(handle) = self.ctx.pool.handle(&host) else { continue };
-            let Some(snapshot) = handle.peek() else { continue };
-            for c in &snapshot.containers {
-                if c.labels.get(LABEL_OWNER_KIND).map(String::as_str) != Some(render::OWNER_KIND) {
-                    continue;
-                }
-                let Some(owner) = c.labels.get(LABEL_OWNER_UID) else { continue };
-                if known.contains(owner) || c.state != ContainerState::Running {
-                    continue;
-                }
-                if let Some(sku) = c.labels.get(LABEL_SKU).and_then(|s| self.ctx.config.leases.skus.get(s)) {
-                    held.push((host.clone(), render::allocation(sku, 1)));
-                }
-            }
-        }
-        let sums = placement::allocations(held.iter().map(|(h, a)| (h.as_str(), a)));
-        self.hosts
-            .state()
-            .iter()
-            .map(|h| {
-                let name = h.name_any();
-                let st = h.status.clone().unwrap_or_default();
-                let ready = find_condition(&st.conditions, "Ready").is_some_and(|c| c.status == ConditionStatus::True)
-                    && self.ctx.pool.get(&name).is_ok();
-                let capacity = st.capacity.as_ref().and_then(|c| Some((c.cpus?, c.memory_mb?)));
-                Candidate {
-                    allocated: sums.get(&name).cloned().unwrap_or_default(),
-                    labels: h.labels().clone(),
-                    ready,
-                    cordoned: h.spec.cordoned,
-                    capacity,
-                    name,
-                }
-            })
-            .collect()
+        placement::candidates(
+            leases.iter().map(|l| l.as_ref()),
+            hosts.iter().map(|h| h.as_ref()),
+            &reservations,
+            &host_links(&self.ctx.pool),
+            &self.ctx.config.leases.skus,
+        )
     }
 
     /// The host holding retained volumes of Lease `namespace/name`, if a reachable one does.
@@ -1637,6 +1586,17 @@ impl LeaseController {
         self.wake_pending();
         Ok(Requeue::await_change())
     }
+}
+
+/// Every host of the pool with whether it answers and its last listing (no Docker call).
+pub fn host_links(pool: &crate::controllers::pool::HostPool) -> Vec<placement::HostLink> {
+    pool.hosts()
+        .into_iter()
+        .map(|(name, _)| {
+            let handle = pool.get(&name).ok();
+            placement::HostLink { reachable: handle.is_some(), last_listing: handle.and_then(|h| h.peek()), name }
+        })
+        .collect()
 }
 
 fn with_diagnostics(message: &str, d: Option<&LeaseDiagnostics>) -> String {
