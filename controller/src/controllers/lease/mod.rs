@@ -443,39 +443,7 @@ impl LeaseController {
 
     /// Values of the Secrets and ConfigMaps the Lease's environment refers to.
     async fn references(&self, lease: &Lease) -> Result<FetchedReferences, LeaseError> {
-        let ns = lease.namespace_or_default().to_string();
-        let mut fetched = FetchedReferences::default();
-        let mut secrets = HashSet::new();
-        let mut maps = HashSet::new();
-        for e in lease.spec.services.iter().flat_map(|s| s.env.iter()) {
-            if let Some(src) = &e.value_from {
-                if let Some(s) = &src.secret_key_ref {
-                    secrets.insert(s.name.clone());
-                }
-                if let Some(c) = &src.config_map_key_ref {
-                    maps.insert(c.name.clone());
-                }
-            }
-        }
-        for name in secrets {
-            let got = Api::<Secret>::namespaced(self.ctx.client.clone(), &ns)
-                .get_opt(&name)
-                .await
-                .map_err(kube_err(format!("reading Secret {ns}/{name}")))?;
-            if let Some(s) = got {
-                fetched.secrets.insert((ns.clone(), name), s);
-            }
-        }
-        for name in maps {
-            let got = Api::<ConfigMap>::namespaced(self.ctx.client.clone(), &ns)
-                .get_opt(&name)
-                .await
-                .map_err(kube_err(format!("reading ConfigMap {ns}/{name}")))?;
-            if let Some(c) = got {
-                fetched.config_maps.insert((ns.clone(), name), c);
-            }
-        }
-        Ok(fetched)
+        fetch_references(&self.ctx.client, lease).await
     }
 
     async fn render(&self, lease: &Lease, revision: i64) -> Result<Result<RenderedLease, String>, LeaseError> {
@@ -619,21 +587,7 @@ impl LeaseController {
 
     /// The host holding retained volumes of Lease `namespace/name`, if a reachable one does.
     async fn retained_host(&self, namespace: &str, name: &str) -> Option<String> {
-        for (host, reach) in self.ctx.pool.hosts() {
-            if reach != Reachability::Reachable {
-                continue;
-            }
-            let Ok(handle) = self.ctx.pool.get(&host) else { continue };
-            let Ok(snapshot) = handle.observe(&self.ctx.instance, Duration::from_secs(5)).await else { continue };
-            if snapshot.volumes.iter().any(|v| {
-                v.labels.get(LABEL_ROLE).map(String::as_str) == Some(ROLE_RETAINED_VOLUME)
-                    && v.labels.get(LABEL_OWNER_NAMESPACE).map(String::as_str) == Some(namespace)
-                    && v.labels.get(LABEL_OWNER_NAME).map(String::as_str) == Some(name)
-            }) {
-                return Some(host);
-            }
-        }
-        None
+        retained_host(&self.ctx, namespace, name).await
     }
 
     fn worker<'a>(
@@ -1586,6 +1540,63 @@ impl LeaseController {
         self.wake_pending();
         Ok(Requeue::await_change())
     }
+}
+
+/// Values of the Secrets and ConfigMaps `lease`'s environment refers to (missing ones are
+/// left out: rendering then says which).
+pub async fn fetch_references(client: &kube::Client, lease: &Lease) -> Result<FetchedReferences, LeaseError> {
+    let ns = lease.namespace_or_default().to_string();
+    let mut fetched = FetchedReferences::default();
+    let mut secrets = HashSet::new();
+    let mut maps = HashSet::new();
+    for e in lease.spec.services.iter().flat_map(|s| s.env.iter()) {
+        if let Some(src) = &e.value_from {
+            if let Some(s) = &src.secret_key_ref {
+                secrets.insert(s.name.clone());
+            }
+            if let Some(c) = &src.config_map_key_ref {
+                maps.insert(c.name.clone());
+            }
+        }
+    }
+    for name in secrets {
+        let got = Api::<Secret>::namespaced(client.clone(), &ns)
+            .get_opt(&name)
+            .await
+            .map_err(kube_err(format!("reading Secret {ns}/{name}")))?;
+        if let Some(s) = got {
+            fetched.secrets.insert((ns.clone(), name), s);
+        }
+    }
+    for name in maps {
+        let got = Api::<ConfigMap>::namespaced(client.clone(), &ns)
+            .get_opt(&name)
+            .await
+            .map_err(kube_err(format!("reading ConfigMap {ns}/{name}")))?;
+        if let Some(c) = got {
+            fetched.config_maps.insert((ns.clone(), name), c);
+        }
+    }
+    Ok(fetched)
+}
+
+/// The host holding retained volumes of Lease `namespace/name`, if a reachable one does.
+pub async fn retained_host(ctx: &Context, namespace: &str, name: &str) -> Option<String> {
+    for (host, reach) in ctx.pool.hosts() {
+        if reach != Reachability::Reachable {
+            continue;
+        }
+        let Ok(handle) = ctx.pool.get(&host) else { continue };
+        let Ok(snapshot) = handle.observe(&ctx.instance, Duration::from_secs(5)).await else { continue };
+        if snapshot.volumes.iter().any(|v| {
+            v.labels.get(LABEL_ROLE).map(String::as_str) == Some(ROLE_RETAINED_VOLUME)
+                && v.labels.get(LABEL_OWNER_NAMESPACE).map(String::as_str) == Some(namespace)
+                && v.labels.get(LABEL_OWNER_NAME).map(String::as_str) == Some(name)
+        }) {
+            return Some(host);
+        }
+    }
+    None
 }
 
 /// Every host of the pool with whether it answers and its last listing (no Docker call).
