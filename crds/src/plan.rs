@@ -1,8 +1,8 @@
 //! The `berth.dev/plan/v1` document: what the controllers would do now, without doing it.
 //!
-//! The API serves it as the `plan` subresource of a Stack (`GET
-//! /apis/berth.dev/v1alpha1/namespaces/{ns}/stacks/{name}/plan`) and `berth plan -o json` prints
-//! it, with one item per planned object and one per Host (the orphan part of the plan, from the
+//! The API serves it as the `plan` subresource of a Stack or a Lease (`GET
+//! /apis/berth.dev/v1alpha1/namespaces/{ns}/{stacks|leases}/{name}/plan`) and `berth plan -o json`
+//! prints it, with one item per planned object and one per Host (the orphan part of the plan, from the
 //! Host's last orphan scan). `docs/plan-json.md` documents every field.
 //!
 //! Stability: fields are only ever added, never renamed or removed, and their meaning never
