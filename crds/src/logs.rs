@@ -1,5 +1,5 @@
-//! The log stream of a Stack's containers (`berth.dev/log/v1`): the API's `log` subresource
-//! (`GET /apis/berth.dev/v1alpha1/namespaces/{ns}/stacks/{name}/log`) answers with
+//! The log stream of a Stack's or a Lease's containers (`berth.dev/log/v1`): the API's `log`
+//! subresource (`GET /apis/berth.dev/v1alpha1/namespaces/{ns}/{stacks|leases}/{name}/log`) answers with
 //! newline-delimited JSON, one [`LogRecord`] per line: first one `container` record per selected
 //! container, then `line` records as the containers write, and an `error` record when one
 //! container's log cannot be read. `berth logs` formats them; `docs/plan-json.md` documents them.
@@ -45,7 +45,7 @@ pub struct LogRecord {
     pub host: String,
     /// Service.
     pub service: String,
-    /// Replica index.
+    /// Replica index (a Lease's instance index).
     pub replica: i32,
     /// Docker name of the container.
     pub container: String,

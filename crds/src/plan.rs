@@ -1,13 +1,15 @@
 //! The `berth.dev/plan/v1` document: what the controllers would do now, without doing it.
 //!
-//! The API serves it as the `plan` subresource of a Stack (`GET
-//! /apis/berth.dev/v1alpha1/namespaces/{ns}/stacks/{name}/plan`) and `berth plan -o json` prints
-//! it, with one item per planned object and one per Host (the orphan part of the plan, from the
+//! The API serves it as the `plan` subresource of a Stack or a Lease (`GET
+//! /apis/berth.dev/v1alpha1/namespaces/{ns}/{stacks|leases}/{name}/plan`) and `berth plan -o json`
+//! prints it, with one item per planned object and one per Host (the orphan part of the plan, from the
 //! Host's last orphan scan). `docs/plan-json.md` documents every field.
 //!
 //! Stability: fields are only ever added, never renamed or removed, and their meaning never
-//! changes within `berth.dev/plan/v1`. Readers must ignore fields and item kinds they do not
-//! know (a Lease plan joins as `kind: Lease` with the shape of a Stack's).
+//! changes within `berth.dev/plan/v1`. Readers must ignore fields, item kinds and action names
+//! they do not know. A Lease's plan is `kind: Lease` with the shape of a Stack's, plus `phase`,
+//! object-level `findings` and the Lease actions (`place`, `provision`, `update`, `restart`,
+//! `diagnose`, `deprovision`, `reap`).
 
 use serde::{Deserialize, Serialize};
 
@@ -67,10 +69,20 @@ pub struct WorkloadPlan {
     /// `metadata.generation` of the object planned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generation: Option<i64>,
-    /// True when no host needs a change.
+    /// True when no host needs a change (for a Lease: when the controller has nothing to do
+    /// and nothing waits to be done).
     #[serde(default)]
     pub converged: bool,
-    /// Why the plan executes less than it finds (`spec.suspend`, `driftPolicy: Report`, …).
+    /// The Lease's `status.phase` the plan starts from (`Pending` before the controller saw it);
+    /// absent for Stacks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// Findings about the object itself rather than one host (a Lease that is not placed, closed,
+    /// expired, or whose spec cannot be rendered); absent for Stacks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<Finding>,
+    /// Why the plan executes less than it finds (`spec.suspend`, `driftPolicy: Report`, …), and
+    /// for a Lease what happens later (expiry, end of retention) or what an operation does.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
     /// Why no plan could be computed (the object cannot be rendered, the server cannot plan);
@@ -149,10 +161,12 @@ pub struct WaitFor {
 #[serde(rename_all = "camelCase")]
 pub struct PlannedAction {
     /// `createNetwork`, `createVolume`, `ensureImage`, `create`, `recreate`, `start`, `restart`,
-    /// `remove`, `connect` or `removeNetwork`.
+    /// `remove`, `connect` or `removeNetwork`; for a Lease also `place`, `provision`, `update`,
+    /// `restart` (without `container`: the whole release), `diagnose`, `deprovision` and `reap`.
     pub action: String,
-    /// The drift tier that calls for it: 1 when it rolls out a changed desired state, 2 or 3 when
-    /// it corrects runtime drift.
+    /// The drift tier that calls for it: 1 when it rolls out a changed desired state (for a Lease:
+    /// every step of its lifecycle), 2 or 3 when it corrects (or, for a Lease, diagnoses)
+    /// runtime drift.
     pub tier: u8,
     /// Why (a finding's reason, e.g. `DesiredStateChanged`, `ContainerMissing`, `NotRunning`).
     pub reason: String,
@@ -183,6 +197,21 @@ pub struct PlannedAction {
     /// Whether the network is internal (`createNetwork`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub internal: Option<bool>,
+    /// The Lease release concerned (`provision`, `update`, `restart`, and the containers they
+    /// create).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<i64>,
+    /// Whether the Lease's volumes are kept under retained names (`deprovision`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retain_volumes: Option<bool>,
+    /// True when the controller is already doing it (a Lease operation running in the
+    /// background); it goes on rather than starts.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub in_progress: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl PlannedAction {

@@ -95,7 +95,7 @@ fn resource_entry(r: &ResourceInfo) -> Value {
 }
 
 /// `/apis/{group}/{version}` or `/api/v1`: the APIResourceList, or `None` when not served.
-/// `computed` says whether the controllers' subresources (`stacks/plan`, `stacks/log`) are
+/// `computed` says whether the controllers' subresources (`plan` and `log` of Stacks and Leases) are
 /// served (not by `berth serve --no-controllers`).
 pub fn resources(registry: &Registry, group: &str, version: &str, computed: bool) -> Option<Value> {
     let mut list = Vec::new();
@@ -110,7 +110,7 @@ pub fn resources(registry: &Registry, group: &str, version: &str, computed: bool
                 "verbs": ["get", "patch", "update"],
             }));
         }
-        // Computed subresources (`stacks/plan`, `stacks/log`): read-only, like `pods/log`, and
+        // Computed subresources (`stacks/plan`, `leases/log`, …): read-only, like `pods/log`, and
         // listed only when something computes them.
         for sub in super::views::subresources_of(&r.kind).filter(|_| computed) {
             list.push(json!({

@@ -1,18 +1,19 @@
-//! Subresources computed by the controllers rather than read from the store: a Stack's `plan`
-//! (the `berth.dev/plan/v1` document of [`berth_crds::plan`]) and its container `log` (the
-//! newline-delimited [`berth_crds::logs::LogRecord`] stream), served under the object's path like
-//! kubectl's `pods/log`:
+//! Subresources computed by the controllers rather than read from the store: a Stack's or a
+//! Lease's `plan` (the `berth.dev/plan/v1` document of [`berth_crds::plan`]) and its container
+//! `log` (the newline-delimited [`berth_crds::logs::LogRecord`] stream), served under the
+//! object's path like kubectl's `pods/log`:
 //!
-//! - `GET /apis/berth.dev/v1alpha1/namespaces/{ns}/stacks/{name}/plan`
-//! - `GET /apis/berth.dev/v1alpha1/namespaces/{ns}/stacks/{name}/log?service=&replica=&follow=&tailLines=&sinceSeconds=&timestamps=`
+//! - `GET /apis/berth.dev/v1alpha1/namespaces/{ns}/{stacks|leases}/{name}/plan`
+//! - `GET /apis/berth.dev/v1alpha1/namespaces/{ns}/{stacks|leases}/{name}/log?service=&replica=&follow=&tailLines=&sinceSeconds=&timestamps=`
+//!   (for a Lease, `replica` is the instance index)
 //!
 //! The API server knows only the [`Views`] trait; `berth serve` fills [`ApiState::views`] once
 //! the controllers' context exists (the router is built before it). Without controllers
 //! (`--no-controllers`) discovery does not list them and they answer 404 saying why. Logs can hold secrets, so reading them
 //! needs the admin role; a plan redacts secret values and is open to read-only tokens.
 //!
-//! [`SUBRESOURCES`] lists what is served, for the router and for discovery, so that a Lease's
-//! `plan` and `log` join by adding a line there and a branch in the implementation.
+//! [`SUBRESOURCES`] lists what is served, for the router and for discovery; another kind joins
+//! by adding its lines there and a branch in the implementation.
 
 use std::sync::{Arc, OnceLock};
 
@@ -32,7 +33,7 @@ use super::query::Query;
 use super::registry::ResourceInfo;
 
 /// The computed subresources: (kind, subresource).
-pub const SUBRESOURCES: [(&str, &str); 2] = [("Stack", PLAN), ("Stack", LOG)];
+pub const SUBRESOURCES: [(&str, &str); 4] = [("Stack", PLAN), ("Stack", LOG), ("Lease", PLAN), ("Lease", LOG)];
 /// The plan subresource.
 pub const PLAN: &str = "plan";
 /// The log subresource.
@@ -53,7 +54,7 @@ pub fn subresources_of(kind: &str) -> impl Iterator<Item = &'static str> + '_ {
 pub struct LogRequest {
     /// Only this service.
     pub service: Option<String>,
-    /// Only this replica.
+    /// Only this replica (a Lease's instance index).
     pub replica: Option<i32>,
     /// Keep streaming new lines.
     pub follow: bool,
@@ -259,9 +260,12 @@ mod tests {
     }
 
     #[test]
-    fn stacks_have_plan_and_log() {
+    fn stacks_and_leases_have_plan_and_log() {
         assert!(serves("Stack", "plan") && serves("Stack", "log"));
+        assert!(serves("Lease", "plan") && serves("Lease", "log"));
         assert!(!serves("Host", "plan") && !serves("Stack", "exec"));
         assert_eq!(subresources_of("Stack").collect::<Vec<_>>(), ["plan", "log"]);
+        assert_eq!(subresources_of("Lease").collect::<Vec<_>>(), ["plan", "log"]);
+        assert_eq!(subresources_of("Host").count(), 0);
     }
 }

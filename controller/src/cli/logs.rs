@@ -1,6 +1,7 @@
-//! `berth logs`: the logs of a Stack's containers, read through the server's `log` subresource
-//! (the server holds the Docker connections; the CLI needs none), each line prefixed with its
-//! `service/replica` (and host, when the Stack runs on several), stderr lines marked.
+//! `berth logs`: the logs of a Stack's or a Lease's containers, read through the server's `log`
+//! subresource (the server holds the Docker connections; the CLI needs none), each line prefixed
+//! with its `service/replica` (a Lease's instance index; and the host, when a Stack runs on
+//! several), stderr lines marked.
 
 use std::io::Write;
 use std::time::Duration;
@@ -18,18 +19,22 @@ use super::resources;
   berth logs stack/shop -s web --tail 20      # the last 20 lines of each web replica
   berth logs stack/shop -s web --replica 1 -f # follow one replica
   berth logs shop --since 10m --timestamps    # a bare name is a Stack
+  berth logs lease/pr-1234 -n previews        # every container of a Lease
+  berth logs lease/pr-1234 -s app --replica 0 -f --tail 50
 
 Lines read `[service/replica] text`, `[host/service/replica] text` when the Stack runs on several
-hosts; lines the container wrote to stderr read `[service/replica stderr] text`. Container logs can
-hold secrets: reading them needs an admin token.")]
+hosts; lines the container wrote to stderr read `[service/replica stderr] text`. For a Lease the
+replica is the instance index, and the containers are those of its running release (every
+release's while none runs yet). Container logs can hold secrets: reading them needs an admin
+token.")]
 pub struct LogsArgs {
-    /// stack/NAME (or NAME).
-    #[arg(value_name = "stack/NAME")]
+    /// stack/NAME, lease/NAME, or NAME (a Stack).
+    #[arg(value_name = "stack/NAME|lease/NAME")]
     pub target: String,
     /// Only this service.
     #[arg(short, long, value_name = "SERVICE")]
     pub service: Option<String>,
-    /// Only this replica (0, 1, …).
+    /// Only this replica (0, 1, …; a Lease's instance index).
     #[arg(long, value_name = "N")]
     pub replica: Option<u32>,
     /// Keep printing new lines until interrupted (from the containers that exist when it starts:
@@ -60,21 +65,37 @@ fn parse_since(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-/// The Stack a target names: `stack/NAME` or a bare NAME.
-pub fn stack_name(target: &str) -> anyhow::Result<String> {
-    let Some((kind, name)) = target.split_once('/') else { return Ok(target.to_string()) };
+/// The object whose containers are read: its resource plural (`stacks`, `leases`) and name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSource {
+    /// `Stack` or `Lease`.
+    pub kind: String,
+    /// The resource plural in the API path.
+    pub plural: String,
+    /// Object name.
+    pub name: String,
+}
+
+/// The object a target names: `stack/NAME`, `lease/NAME` (or any alias of the two kinds), or a
+/// bare NAME, which is a Stack.
+pub fn log_source(target: &str) -> anyhow::Result<LogSource> {
+    let Some((kind, name)) = target.split_once('/') else {
+        return Ok(LogSource { kind: "Stack".into(), plural: "stacks".into(), name: target.to_string() });
+    };
     let info = resources::resolve_one(kind)?;
-    if info.group != berth_crds::GROUP || info.kind != "Stack" {
-        return Err(super::usage(format!("berth logs reads the containers of Stacks: write stack/NAME, not {target}")));
+    if info.group != berth_crds::GROUP || !matches!(info.kind.as_str(), "Stack" | "Lease") {
+        return Err(super::usage(format!(
+            "berth logs reads the containers of Stacks and Leases: write stack/NAME or lease/NAME, not {target}"
+        )));
     }
     if name.is_empty() || name.contains('/') {
-        return Err(super::usage(format!("{target:?} is not stack/NAME")));
+        return Err(super::usage(format!("{target:?} is not {}/NAME", info.kind.to_lowercase())));
     }
-    Ok(name.to_string())
+    Ok(LogSource { kind: info.kind.clone(), plural: info.plural.clone(), name: name.to_string() })
 }
 
 /// The path and query of the `log` subresource.
-pub fn log_path(namespace: &str, name: &str, args: &LogsArgs) -> String {
+pub fn log_path(namespace: &str, source: &LogSource, args: &LogsArgs) -> String {
     let mut q = form_urlencoded::Serializer::new(String::new());
     if let Some(s) = &args.service {
         q.append_pair("service", s);
@@ -95,7 +116,8 @@ pub fn log_path(namespace: &str, name: &str, args: &LogsArgs) -> String {
         q.append_pair("timestamps", "true");
     }
     let query = q.finish();
-    let path = format!("/apis/{}/namespaces/{namespace}/stacks/{name}/log", berth_crds::API_VERSION);
+    let path =
+        format!("/apis/{}/namespaces/{namespace}/{}/{}/log", berth_crds::API_VERSION, source.plural, source.name);
     if query.is_empty() { path } else { format!("{path}?{query}") }
 }
 
@@ -147,29 +169,31 @@ impl Formatter {
 
 /// Runs `berth logs`.
 pub async fn run(args: LogsArgs) -> anyhow::Result<()> {
-    let name = stack_name(&args.target)?;
+    let source = log_source(&args.target)?;
     let session = client::connect(&args.connect).await?;
     let namespace = args.namespace.clone().unwrap_or_else(|| session.namespace.clone());
     let mut out = std::io::stdout().lock();
-    let result = exec(&session, &namespace, &name, &args, &mut out).await;
+    let result = exec(&session, &namespace, &source, &args, &mut out).await;
     result.map_err(|e| session.explain(e))
 }
 
 async fn exec(
     session: &Session,
     namespace: &str,
-    name: &str,
+    source: &LogSource,
     args: &LogsArgs,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
-    let request = http::Request::get(log_path(namespace, name, args)).body(Vec::new())?;
+    let request = http::Request::get(log_path(namespace, source, args)).body(Vec::new())?;
     let reader = match session.client.request_stream(request).await {
         Ok(r) => r,
         Err(kube::Error::Api(s)) if s.code == 404 && s.message.starts_with("the server could not find") => {
             anyhow::bail!(
-                "the API server at {} does not serve container logs (the `log` subresource of Stacks is unknown \
-                 there): `berth logs` needs a berth API server (`berth serve`) running its controllers",
-                session.server
+                "the API server at {} does not serve container logs (the `log` subresource of {} is unknown \
+                 there): `berth logs` needs a berth API server (`berth serve`) of this version running its \
+                 controllers",
+                session.server,
+                source.plural
             )
         }
         Err(e) => return Err(e.into()),
@@ -251,10 +275,16 @@ mod tests {
 
     #[test]
     fn targets_and_query() {
-        assert_eq!(stack_name("stack/shop").unwrap(), "shop");
-        assert_eq!(stack_name("st/shop").unwrap(), "shop");
-        assert_eq!(stack_name("shop").unwrap(), "shop");
-        assert!(stack_name("host/local").unwrap_err().to_string().contains("stack/NAME"));
+        let stack = |n: &str| LogSource { kind: "Stack".into(), plural: "stacks".into(), name: n.into() };
+        let lease = |n: &str| LogSource { kind: "Lease".into(), plural: "leases".into(), name: n.into() };
+        assert_eq!(log_source("stack/shop").unwrap(), stack("shop"));
+        assert_eq!(log_source("st/shop").unwrap(), stack("shop"));
+        assert_eq!(log_source("shop").unwrap(), stack("shop"));
+        assert_eq!(log_source("lease/pr-1").unwrap(), lease("pr-1"));
+        assert_eq!(log_source("leases/pr-1").unwrap(), lease("pr-1"));
+        assert_eq!(log_source("bl/pr-1").unwrap(), lease("pr-1"));
+        assert!(log_source("host/local").unwrap_err().to_string().contains("stack/NAME or lease/NAME"));
+        assert!(log_source("lease/").unwrap_err().to_string().contains("is not lease/NAME"));
         let args = LogsArgs {
             target: "stack/shop".into(),
             service: Some("web".into()),
@@ -267,8 +297,13 @@ mod tests {
             connect: Default::default(),
         };
         assert_eq!(
-            log_path("ns", "shop", &args),
+            log_path("ns", &stack("shop"), &args),
             "/apis/berth.dev/v1alpha1/namespaces/ns/stacks/shop/log?service=web&replica=1&follow=true&tailLines=5&sinceSeconds=600"
+        );
+        let plain = LogsArgs { service: None, replica: None, follow: false, tail: None, since: None, ..args };
+        assert_eq!(
+            log_path("previews", &lease("pr-1"), &plain),
+            "/apis/berth.dev/v1alpha1/namespaces/previews/leases/pr-1/log"
         );
     }
 }

@@ -1,5 +1,5 @@
 //! `berth plan`: what the controllers would do now, without doing it. The plan of each Stack
-//! comes from the server's `plan` subresource (the Stack controller's own planner with the
+//! and Lease comes from the server's `plan` subresource (the controllers' own planners with the
 //! server's hash key and Docker connections; the CLI has neither), and the orphan part of each
 //! Host from its last orphan scan (`status.orphanScan`). Printed as text, or as the stable
 //! `berth.dev/plan/v1` document (`-o json|yaml`, see docs/plan-json.md).
@@ -19,22 +19,24 @@ use crate::apiserver::registry::ResourceInfo;
 /// Arguments of `berth plan`.
 #[derive(clap::Args, Debug, Clone)]
 #[command(after_help = "Examples:
-  berth plan                          # every Stack of the namespace, and every Host's orphans
+  berth plan                          # every Stack and Lease of the namespace, every Host's orphans
   berth plan stack/shop               # one Stack
+  berth plan lease/pr-1234 -n previews # one Lease: where it goes, or what its controller does next
   berth plan -A -o json               # everything, as the berth.dev/plan/v1 document
   berth plan host/edge-1              # the orphan part of one Host
 
 Nothing is executed. Each action shows the drift tier that calls for it (0 spec, 1 desired
-state, 2 runtime configuration, 3 runtime state) and its reason; a Host shows the orphan
-action requested and the one in effect, and the gate that blocks removal.")]
+state, 2 runtime configuration, 3 runtime state) and its reason; a Lease's plan also says why it
+waits (e.g. InsufficientCapacity, per host) and what happens at its expiry; a Host shows the
+orphan action requested and the one in effect, and the gate that blocks removal.")]
 pub struct PlanArgs {
-    /// KIND/NAME… (stack or host), or KIND NAME…; nothing means every Stack and Host.
+    /// KIND/NAME… (stack, lease or host), or KIND NAME…; nothing means every Stack, Lease and Host.
     #[arg(value_name = "KIND/NAME")]
     pub targets: Vec<String>,
     /// Namespace (default: the kubeconfig context's, else `default`).
     #[arg(short, long, value_name = "NS")]
     pub namespace: Option<String>,
-    /// Stacks of every namespace.
+    /// Stacks and Leases of every namespace.
     #[arg(short = 'A', long)]
     pub all_namespaces: bool,
     /// Output format.
@@ -47,30 +49,34 @@ pub struct PlanArgs {
 /// What to plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Planned {
-    /// One Stack.
-    Stack { namespace: String, name: String },
-    /// Every Stack of a namespace, or of all (`None`).
-    Stacks(Option<String>),
+    /// One Stack or Lease (`kind`).
+    One { kind: &'static str, namespace: String, name: String },
+    /// Every Stack or Lease of a namespace, or of all (`None`).
+    All { kind: &'static str, scope: Option<String> },
     /// One Host's orphans, or every Host's.
     Hosts(Option<String>),
 }
 
+/// The kinds with a `plan` subresource.
+const WORKLOADS: [&str; 2] = ["Stack", "Lease"];
+
 fn planned_from(args: &PlanArgs, namespace: &str) -> anyhow::Result<Vec<Planned>> {
     let scope = (!args.all_namespaces).then(|| namespace.to_string());
     if args.targets.is_empty() {
-        return Ok(vec![Planned::Stacks(scope), Planned::Hosts(None)]);
+        let mut all: Vec<Planned> = WORKLOADS.iter().map(|kind| Planned::All { kind, scope: scope.clone() }).collect();
+        all.push(Planned::Hosts(None));
+        return Ok(all);
     }
     let mut out = Vec::new();
     for t in resources::parse_targets(&args.targets)? {
-        match (t.info.group.as_str(), t.info.kind.as_str(), t.name) {
-            (berth_crds::GROUP, "Stack", Some(name)) => {
-                out.push(Planned::Stack { namespace: namespace.to_string(), name })
-            }
-            (berth_crds::GROUP, "Stack", None) => out.push(Planned::Stacks(scope.clone())),
-            (berth_crds::GROUP, "Host", name) => out.push(Planned::Hosts(name)),
-            (_, kind, _) => {
+        let workload = WORKLOADS.iter().find(|k| t.info.group == berth_crds::GROUP && **k == t.info.kind);
+        match (workload, t.info.kind.as_str(), t.name) {
+            (Some(kind), _, Some(name)) => out.push(Planned::One { kind, namespace: namespace.to_string(), name }),
+            (Some(kind), _, None) => out.push(Planned::All { kind, scope: scope.clone() }),
+            (None, "Host", name) if t.info.group == berth_crds::GROUP => out.push(Planned::Hosts(name)),
+            (None, kind, _) => {
                 return Err(super::usage(format!(
-                    "berth plan shows Stacks and Hosts, not {kind}: write stack/NAME or host/NAME"
+                    "berth plan shows Stacks, Leases and Hosts, not {kind}: write stack/NAME, lease/NAME or host/NAME"
                 )));
             }
         }
@@ -78,13 +84,13 @@ fn planned_from(args: &PlanArgs, namespace: &str) -> anyhow::Result<Vec<Planned>
     Ok(out)
 }
 
-fn stack_info() -> std::sync::Arc<ResourceInfo> {
-    resources::registry().find_kind(berth_crds::GROUP, "Stack").expect("the registry serves Stacks")
+fn info(kind: &str) -> std::sync::Arc<ResourceInfo> {
+    resources::registry().find_kind(berth_crds::GROUP, kind).expect("the registry serves Stacks and Leases")
 }
 
-/// The path of a Stack's plan subresource.
-pub fn plan_path(namespace: &str, name: &str) -> String {
-    format!("/apis/{}/namespaces/{namespace}/stacks/{name}/plan", berth_crds::API_VERSION)
+/// The path of an object's plan subresource (`plural`: `stacks`, `leases`).
+pub fn plan_path(plural: &str, namespace: &str, name: &str) -> String {
+    format!("/apis/{}/namespaces/{namespace}/{plural}/{name}/plan", berth_crds::API_VERSION)
 }
 
 /// Whether the server lists the `stacks/plan` subresource (a berth server running controllers).
@@ -107,42 +113,45 @@ async fn cannot_plan_here(session: &Session, err: &kube::Error) -> anyhow::Resul
     )))
 }
 
-async fn plan_stack(session: &Session, namespace: &str, name: &str) -> anyhow::Result<WorkloadPlan> {
-    let request = http::Request::get(plan_path(namespace, name)).body(Vec::new())?;
+fn item(kind: &str, plan: WorkloadPlan) -> PlanItem {
+    if kind == "Lease" { PlanItem::Lease(plan) } else { PlanItem::Stack(plan) }
+}
+
+/// The plan item of one Stack or Lease; a failure to plan that object is an item with `error`.
+async fn plan_one(session: &Session, kind: &str, namespace: &str, name: &str) -> anyhow::Result<PlanItem> {
+    let failed = |message: String| {
+        item(
+            kind,
+            WorkloadPlan { namespace: namespace.into(), name: name.into(), error: Some(message), ..Default::default() },
+        )
+    };
+    let request = http::Request::get(plan_path(&info(kind).plural, namespace, name)).body(Vec::new())?;
     match session.client.request::<PlanList>(request).await {
         Ok(doc) => Ok(doc
             .items
             .into_iter()
-            .find_map(|i| match i {
-                PlanItem::Stack(p) => Some(p),
-                _ => None,
-            })
-            .unwrap_or_else(|| WorkloadPlan {
-                namespace: namespace.into(),
-                name: name.into(),
-                error: Some("the server's plan holds no Stack item".into()),
-                ..Default::default()
-            })),
+            .find(|i| matches!((i, kind), (PlanItem::Stack(_), "Stack") | (PlanItem::Lease(_), "Lease")))
+            .unwrap_or_else(|| failed(format!("the server's plan holds no {kind} item")))),
         Err(e) => {
             if let Some(fatal) = cannot_plan_here(session, &e).await? {
                 return Err(fatal);
             }
             let message = match &e {
+                kube::Error::Api(s) if s.code == 404 && s.message.starts_with("the server could not find") => format!(
+                    "the server does not compute plans of {kind} objects (the `plan` subresource of {} is unknown \
+                     there): upgrade the berth server",
+                    info(kind).plural
+                ),
                 kube::Error::Api(s) => s.message.clone(),
                 other => other.to_string(),
             };
-            Ok(WorkloadPlan {
-                namespace: namespace.into(),
-                name: name.into(),
-                error: Some(message),
-                ..Default::default()
-            })
+            Ok(failed(message))
         }
     }
 }
 
-async fn stack_names(session: &Session, namespace: Option<&str>) -> anyhow::Result<Vec<(String, String)>> {
-    let api = resources::api(&session.client, &stack_info(), namespace);
+async fn names(session: &Session, kind: &str, namespace: Option<&str>) -> anyhow::Result<Vec<(String, String)>> {
+    let api = resources::api(&session.client, &info(kind), namespace);
     let (items, _) = follow::list(&api, &ListParams::default()).await?;
     let mut names: Vec<(String, String)> = items
         .iter()
@@ -160,12 +169,10 @@ async fn collect(session: &Session, planned: &[Planned]) -> anyhow::Result<Vec<P
     let mut items = Vec::new();
     for p in planned {
         match p {
-            Planned::Stack { namespace, name } => {
-                items.push(PlanItem::Stack(plan_stack(session, namespace, name).await?));
-            }
-            Planned::Stacks(scope) => {
-                for (ns, name) in stack_names(session, scope.as_deref()).await? {
-                    items.push(PlanItem::Stack(plan_stack(session, &ns, &name).await?));
+            Planned::One { kind, namespace, name } => items.push(plan_one(session, kind, namespace, name).await?),
+            Planned::All { kind, scope } => {
+                for (ns, name) in names(session, kind, scope.as_deref()).await? {
+                    items.push(plan_one(session, kind, &ns, &name).await?);
                 }
             }
             Planned::Hosts(only) => {
@@ -197,7 +204,7 @@ pub async fn run(args: PlanArgs) -> anyhow::Result<()> {
             DocumentFormat::Text => {
                 if items.is_empty() {
                     eprintln!(
-                        "Nothing to plan: no Stack{}.",
+                        "Nothing to plan: no Stack or Lease{}.",
                         if args.all_namespaces { "" } else { " in this namespace" }
                     );
                 }
@@ -215,11 +222,13 @@ pub async fn run(args: PlanArgs) -> anyhow::Result<()> {
     result.map_err(|e| session.explain(e))
 }
 
-/// `+` adds, `-` removes, `~` changes in place or replaces; nothing for an image check.
+/// `+` adds, `-` removes, `~` changes in place or replaces, `?` looks into; nothing for an image
+/// check.
 fn symbol(action: &str) -> char {
     match action {
-        "create" | "createNetwork" | "createVolume" => '+',
-        "remove" | "removeNetwork" => '-',
+        "create" | "createNetwork" | "createVolume" | "place" | "provision" => '+',
+        "remove" | "removeNetwork" | "deprovision" | "reap" => '-',
+        "diagnose" => '?',
         "ensureImage" => ' ',
         _ => '~',
     }
@@ -228,6 +237,7 @@ fn symbol(action: &str) -> char {
 /// One action in words, e.g. `~ recreate container ns.shop-web-0 (service web)  [tier 1 DesiredStateChanged]`.
 pub fn action_line(a: &PlannedAction) -> String {
     let opt = |o: &Option<String>| o.clone().unwrap_or_default();
+    let release = a.release.map(|r| format!("release {r}")).unwrap_or_else(|| "the release".into());
     let what = match a.action.as_str() {
         "createNetwork" => format!("create network {}", opt(&a.network)),
         "removeNetwork" => format!("remove network {}", opt(&a.network)),
@@ -236,47 +246,81 @@ pub fn action_line(a: &PlannedAction) -> String {
             format!("ensure image {} (pull {})", opt(&a.image), a.pull_policy.as_deref().unwrap_or("IfNotPresent"))
         }
         "connect" => format!("connect container {} to network {}", opt(&a.container), opt(&a.network)),
+        "place" => "place the Lease on this host".to_string(),
+        "provision" => format!("provision {release}"),
+        "update" => format!("update to {release}"),
+        "restart" if a.container.is_none() => format!("restart the containers of {release}"),
+        "deprovision" => match a.retain_volumes {
+            Some(true) => "deprovision the Lease, keeping its volumes".to_string(),
+            _ => "deprovision the Lease, removing its volumes".to_string(),
+        },
+        "reap" => format!("reap retained volume {}", opt(&a.volume)),
         other => {
             let service = a.service.as_ref().map(|s| format!(" (service {s})")).unwrap_or_default();
             format!("{other} container {}{service}", opt(&a.container))
         }
     };
-    format!("{} {what}  [tier {} {}]", symbol(&a.action), a.tier, a.reason)
+    let doing = if a.in_progress { " (in progress)" } else { "" };
+    format!("{} {what}{doing}  [tier {} {}]", symbol(&a.action), a.tier, a.reason)
 }
 
+/// Changes still to start on a host.
 fn changes(h: &HostPlan) -> usize {
-    h.steps.iter().flat_map(|s| &s.actions).filter(|a| a.is_mutation()).count()
+    h.steps.iter().flat_map(|s| &s.actions).filter(|a| a.is_mutation() && !a.in_progress).count()
+}
+
+/// Operations the controller is already running on a host.
+fn running(h: &HostPlan) -> usize {
+    h.steps.iter().flat_map(|s| &s.actions).filter(|a| a.in_progress).count()
 }
 
 fn plural(n: usize, word: &str) -> String {
     if n == 1 { format!("1 {word}") } else { format!("{n} {word}s") }
 }
 
-/// A workload's plan in words: a summary line, then per host its actions and findings.
+/// A workload's plan in words: a summary line, the findings about the object, the notes, then
+/// per host its actions and findings.
 pub fn render_workload(kind: &str, p: &WorkloadPlan) -> String {
-    let title = format!("{}.{}/{} (namespace {})", kind.to_lowercase(), berth_crds::GROUP, p.name, p.namespace);
+    let phase = p.phase.as_ref().map(|ph| format!(", {ph}")).unwrap_or_default();
+    let title = format!("{}.{}/{} (namespace {}{phase})", kind.to_lowercase(), berth_crds::GROUP, p.name, p.namespace);
     if let Some(e) = &p.error {
         return format!("{title}: cannot plan: {e}\n");
     }
     let total: usize = p.hosts.iter().map(changes).sum();
+    let in_progress: usize = p.hosts.iter().map(running).sum();
     let hosts: Vec<&str> = p.hosts.iter().map(|h| h.host.as_str()).collect();
-    let mut out = if p.hosts.is_empty() {
-        format!("{title}: no host selected\n")
-    } else if total == 0 {
-        format!("{title}: no changes ({} converged: {})\n", plural(hosts.len(), "host"), hosts.join(", "))
-    } else {
-        let busy = p.hosts.iter().filter(|h| changes(h) > 0).count();
+    let busy = p.hosts.iter().filter(|h| changes(h) > 0 || running(h) > 0).count();
+    let mut out = if total > 0 {
         format!("{title}: {} on {}\n", plural(total, "change"), plural(busy, "host"))
+    } else if in_progress > 0 {
+        format!("{title}: {} in progress on {}\n", plural(in_progress, "operation"), plural(busy, "host"))
+    } else if !p.converged {
+        format!("{title}: not converged; nothing can be done now (see the findings)\n")
+    } else if p.hosts.is_empty() {
+        if p.findings.is_empty() && kind == "Stack" {
+            format!("{title}: no host selected\n")
+        } else {
+            format!("{title}: no changes\n")
+        }
+    } else {
+        format!("{title}: no changes ({} converged: {})\n", plural(hosts.len(), "host"), hosts.join(", "))
     };
+    if !p.findings.is_empty() {
+        out.push_str("  findings:\n");
+        for f in &p.findings {
+            out.push_str(&format!("    tier {} {}: {}\n", f.tier, f.reason, f.message));
+        }
+    }
     for n in &p.notes {
         out.push_str(&format!("  note: {n}\n"));
     }
     for h in &p.hosts {
-        if changes(h) == 0 && h.findings.is_empty() {
+        let acting = changes(h) + running(h) > 0;
+        if !acting && h.findings.is_empty() {
             continue;
         }
         out.push_str(&format!("  host {}:\n", h.host));
-        for a in h.steps.iter().flat_map(|s| &s.actions).filter(|a| a.is_mutation() || changes(h) > 0) {
+        for a in h.steps.iter().flat_map(|s| &s.actions).filter(|a| a.is_mutation() || acting) {
             out.push_str(&format!("    {}\n", action_line(a)));
         }
         if !h.findings.is_empty() {
@@ -289,7 +333,7 @@ pub fn render_workload(kind: &str, p: &WorkloadPlan) -> String {
     out
 }
 
-/// Every item in words, Stacks first as given, then Hosts.
+/// Every item in words, in the order given.
 pub fn render_text(items: &[PlanItem], now: jiff::Timestamp) -> String {
     let mut out = String::new();
     for item in items {
@@ -321,19 +365,29 @@ mod tests {
     }
 
     #[test]
-    fn targets_name_stacks_and_hosts_only() {
+    fn targets_name_stacks_leases_and_hosts_only() {
+        let all = |kind, scope: Option<&str>| Planned::All { kind, scope: scope.map(String::from) };
+        let one = |kind, name: &str| Planned::One { kind, namespace: "ns".into(), name: name.into() };
         assert_eq!(
             planned_from(&args(&[], false), "ns").unwrap(),
-            [Planned::Stacks(Some("ns".into())), Planned::Hosts(None)]
+            [all("Stack", Some("ns")), all("Lease", Some("ns")), Planned::Hosts(None)]
         );
-        assert_eq!(planned_from(&args(&[], true), "ns").unwrap()[0], Planned::Stacks(None));
         assert_eq!(
-            planned_from(&args(&["stack/web", "host/local"], false), "ns").unwrap(),
-            [Planned::Stack { namespace: "ns".into(), name: "web".into() }, Planned::Hosts(Some("local".into()))]
+            planned_from(&args(&[], true), "ns").unwrap(),
+            [all("Stack", None), all("Lease", None), Planned::Hosts(None)]
         );
-        assert_eq!(planned_from(&args(&["stacks"], false), "ns").unwrap(), [Planned::Stacks(Some("ns".into()))]);
+        assert_eq!(
+            planned_from(&args(&["stack/web", "lease/pr-1", "host/local"], false), "ns").unwrap(),
+            [one("Stack", "web"), one("Lease", "pr-1"), Planned::Hosts(Some("local".into()))]
+        );
+        assert_eq!(planned_from(&args(&["stacks"], false), "ns").unwrap(), [all("Stack", Some("ns"))]);
+        assert_eq!(planned_from(&args(&["leases"], true), "ns").unwrap(), [all("Lease", None)]);
+        assert_eq!(
+            planned_from(&args(&["bl", "a", "b"], false), "ns").unwrap(),
+            [one("Lease", "a"), one("Lease", "b")]
+        );
         let err = planned_from(&args(&["secret/x"], false), "ns").unwrap_err();
-        assert!(err.to_string().contains("stack/NAME or host/NAME"), "{err}");
+        assert!(err.to_string().contains("stack/NAME, lease/NAME or host/NAME"), "{err}");
     }
 
     fn recreate() -> PlannedAction {
@@ -416,6 +470,145 @@ mod tests {
         assert_eq!(
             render_workload("Stack", &failed),
             "stack.berth.dev/x (namespace ns): cannot plan: Secret ns/db not found\n"
+        );
+    }
+
+    fn lease(phase: &str) -> WorkloadPlan {
+        WorkloadPlan {
+            namespace: "previews".into(),
+            name: "pr-1".into(),
+            phase: Some(phase.into()),
+            ..Default::default()
+        }
+    }
+
+    fn finding(reason: &str, message: &str) -> Finding {
+        Finding { tier: 1, reason: reason.into(), message: message.into(), ..Default::default() }
+    }
+
+    #[test]
+    fn a_pending_lease_says_why_it_waits_per_host() {
+        let p = WorkloadPlan {
+            findings: vec![finding("InsufficientCapacity", "no matching Host has room for 1 CPUs and 256 MiB: …")],
+            notes: vec!["the Lease stays Pending".into()],
+            hosts: vec![HostPlan {
+                host: "local".into(),
+                findings: vec![finding(
+                    "InsufficientCapacity",
+                    "local has 0.50 of 2.00 CPUs and 1024 of 1024 MiB free",
+                )],
+                ..Default::default()
+            }],
+            ..lease("Pending")
+        };
+        assert_eq!(
+            render_workload("Lease", &p),
+            "lease.berth.dev/pr-1 (namespace previews, Pending): not converged; nothing can be done now (see the \
+             findings)\n  findings:\n    tier 1 InsufficientCapacity: no matching Host has room for 1 CPUs and 256 \
+             MiB: …\n  note: the Lease stays Pending\n  host local:\n    findings:\n      tier 1 \
+             InsufficientCapacity: local has 0.50 of 2.00 CPUs and 1024 of 1024 MiB free\n"
+        );
+    }
+
+    #[test]
+    fn a_lease_being_placed_lists_its_steps_and_one_in_progress_says_so() {
+        let action = |name: &str, reason: &str| PlannedAction {
+            action: name.into(),
+            tier: 1,
+            reason: reason.into(),
+            release: Some(1),
+            ..Default::default()
+        };
+        let p = WorkloadPlan {
+            hosts: vec![HostPlan {
+                host: "local".into(),
+                steps: vec![
+                    Step { phase: "place".into(), actions: vec![action("place", "NotPlaced")], ..Default::default() },
+                    Step {
+                        phase: "provision".into(),
+                        actions: vec![
+                            action("provision", "NotProvisioned"),
+                            PlannedAction {
+                                container: Some("lease.previews.pr-1.web-0.r1".into()),
+                                service: Some("web".into()),
+                                ..action("create", "NotProvisioned")
+                            },
+                        ],
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            }],
+            ..lease("Pending")
+        };
+        assert_eq!(
+            render_workload("Lease", &p),
+            "lease.berth.dev/pr-1 (namespace previews, Pending): 3 changes on 1 host\n  host local:\n    + place the \
+             Lease on this host  [tier 1 NotPlaced]\n    + provision release 1  [tier 1 NotProvisioned]\n    + create \
+             container lease.previews.pr-1.web-0.r1 (service web)  [tier 1 NotProvisioned]\n"
+        );
+        let p = WorkloadPlan {
+            hosts: vec![HostPlan {
+                host: "local".into(),
+                steps: vec![Step {
+                    phase: "update".into(),
+                    actions: vec![PlannedAction { in_progress: true, ..action("update", "DesiredStateChanged") }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..lease("Updating")
+        };
+        assert_eq!(
+            render_workload("Lease", &p),
+            "lease.berth.dev/pr-1 (namespace previews, Updating): 1 operation in progress on 1 host\n  host local:\n    \
+             ~ update to release 1 (in progress)  [tier 1 DesiredStateChanged]\n"
+        );
+    }
+
+    #[test]
+    fn a_converged_or_closed_lease_is_one_line_and_its_notes() {
+        let ready = WorkloadPlan {
+            converged: true,
+            notes: vec!["release 1 runs on host local".into()],
+            hosts: vec![HostPlan { host: "local".into(), converged: true, ..Default::default() }],
+            ..lease("Ready")
+        };
+        assert_eq!(
+            render_workload("Lease", &ready),
+            "lease.berth.dev/pr-1 (namespace previews, Ready): no changes (1 host converged: local)\n  note: release 1 \
+             runs on host local\n"
+        );
+        let closed = WorkloadPlan { converged: true, ..lease("Closed") };
+        assert_eq!(
+            render_workload("Lease", &closed),
+            "lease.berth.dev/pr-1 (namespace previews, Closed): no changes\n"
+        );
+    }
+
+    #[test]
+    fn lease_actions_in_words() {
+        let line = |action: &str, f: fn(&mut PlannedAction)| {
+            let mut a = PlannedAction { action: action.into(), tier: 1, reason: "R".into(), ..Default::default() };
+            f(&mut a);
+            action_line(&a)
+        };
+        assert_eq!(
+            line("deprovision", |a| a.retain_volumes = Some(true)),
+            "- deprovision the Lease, keeping its volumes  [tier 1 R]"
+        );
+        assert_eq!(
+            line("deprovision", |a| a.retain_volumes = Some(false)),
+            "- deprovision the Lease, removing its volumes  [tier 1 R]"
+        );
+        assert_eq!(line("reap", |a| a.volume = Some("v".into())), "- reap retained volume v  [tier 1 R]");
+        assert_eq!(line("restart", |a| a.release = Some(2)), "~ restart the containers of release 2  [tier 1 R]");
+        assert_eq!(
+            line("diagnose", |a| {
+                a.container = Some("c".into());
+                a.service = Some("web".into());
+            }),
+            "? diagnose container c (service web)  [tier 1 R]"
         );
     }
 

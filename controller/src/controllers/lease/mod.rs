@@ -26,6 +26,7 @@
 pub mod callbacks;
 pub mod machine;
 pub mod placement;
+pub mod plan;
 pub mod render;
 pub mod status;
 pub mod tasks;
@@ -39,8 +40,8 @@ use std::time::{Duration, Instant};
 
 use berth_crds::Lease;
 use berth_crds::common::{
-    ConditionStatus, LABEL_OWNER_KIND, LABEL_OWNER_NAME, LABEL_OWNER_NAMESPACE, LABEL_OWNER_UID, LABEL_RELEASE,
-    LABEL_REPLICA, LABEL_RETAINED_UNTIL, LABEL_ROLE, LABEL_SERVICE, LABEL_SKU, ROLE_RETAINED_VOLUME, find_condition,
+    ConditionStatus, LABEL_OWNER_NAME, LABEL_OWNER_NAMESPACE, LABEL_OWNER_UID, LABEL_RELEASE, LABEL_REPLICA,
+    LABEL_RETAINED_UNTIL, LABEL_ROLE, LABEL_SERVICE, ROLE_RETAINED_VOLUME, find_condition,
 };
 use berth_crds::host::Host;
 use berth_crds::lease::{
@@ -442,39 +443,7 @@ impl LeaseController {
 
     /// Values of the Secrets and ConfigMaps the Lease's environment refers to.
     async fn references(&self, lease: &Lease) -> Result<FetchedReferences, LeaseError> {
-        let ns = lease.namespace_or_default().to_string();
-        let mut fetched = FetchedReferences::default();
-        let mut secrets = HashSet::new();
-        let mut maps = HashSet::new();
-        for e in lease.spec.services.iter().flat_map(|s| s.env.iter()) {
-            if let Some(src) = &e.value_from {
-                if let Some(s) = &src.secret_key_ref {
-                    secrets.insert(s.name.clone());
-                }
-                if let Some(c) = &src.config_map_key_ref {
-                    maps.insert(c.name.clone());
-                }
-            }
-        }
-        for name in secrets {
-            let got = Api::<Secret>::namespaced(self.ctx.client.clone(), &ns)
-                .get_opt(&name)
-                .await
-                .map_err(kube_err(format!("reading Secret {ns}/{name}")))?;
-            if let Some(s) = got {
-                fetched.secrets.insert((ns.clone(), name), s);
-            }
-        }
-        for name in maps {
-            let got = Api::<ConfigMap>::namespaced(self.ctx.client.clone(), &ns)
-                .get_opt(&name)
-                .await
-                .map_err(kube_err(format!("reading ConfigMap {ns}/{name}")))?;
-            if let Some(c) = got {
-                fetched.config_maps.insert((ns.clone(), name), c);
-            }
-        }
-        Ok(fetched)
+        fetch_references(&self.ctx.client, lease).await
     }
 
     async fn render(&self, lease: &Lease, revision: i64) -> Result<Result<RenderedLease, String>, LeaseError> {
@@ -605,86 +574,20 @@ impl LeaseController {
     /// Hosts as placement sees them, with what live Leases hold there.
     fn candidates(&self) -> Vec<Candidate> {
         let leases = self.leases.state();
+        let hosts = self.hosts.state();
         let reservations = self.reservations.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let mut held: Vec<(String, LeaseAllocation)> = reservations.values().cloned().collect();
-        let mut known: HashSet<String> = reservations.keys().cloned().collect();
-        for l in &leases {
-            let u = uid(l);
-            if known.contains(&u) {
-                continue;
-            }
-            // Every Lease the store knows is accounted for by its status: Closed, Retained and
-            // Pending ones hold nothing (leftover containers of a closing one are on their way
-            // out).
-            known.insert(u);
-            let Some(st) = &l.status else { continue };
-            if !is_live(st.phase) || st.phase == Some(LeasePhase::Pending) {
-                continue;
-            }
-            if let (Some(h), Some(a)) = (&st.host, &st.allocated) {
-                held.push((h.clone(), a.clone()));
-            }
-        }
-        // Containers of Leases the store does not know (gone without their containers, e.g. a
-        // finalizer removed by hand): their SKU from labels, per container.
-        for (host, reach) in self.ctx.pool.hosts() {
-            if reach != Reachability::Reachable {
-                continue;
-            }
-            let Some(handle) = self.ctx.pool.handle(&host) else { continue };
-            let Some(snapshot) = handle.peek() else { continue };
-            for c in &snapshot.containers {
-                if c.labels.get(LABEL_OWNER_KIND).map(String::as_str) != Some(render::OWNER_KIND) {
-                    continue;
-                }
-                let Some(owner) = c.labels.get(LABEL_OWNER_UID) else { continue };
-                if known.contains(owner) || c.state != ContainerState::Running {
-                    continue;
-                }
-                if let Some(sku) = c.labels.get(LABEL_SKU).and_then(|s| self.ctx.config.leases.skus.get(s)) {
-                    held.push((host.clone(), render::allocation(sku, 1)));
-                }
-            }
-        }
-        let sums = placement::allocations(held.iter().map(|(h, a)| (h.as_str(), a)));
-        self.hosts
-            .state()
-            .iter()
-            .map(|h| {
-                let name = h.name_any();
-                let st = h.status.clone().unwrap_or_default();
-                let ready = find_condition(&st.conditions, "Ready").is_some_and(|c| c.status == ConditionStatus::True)
-                    && self.ctx.pool.get(&name).is_ok();
-                let capacity = st.capacity.as_ref().and_then(|c| Some((c.cpus?, c.memory_mb?)));
-                Candidate {
-                    allocated: sums.get(&name).cloned().unwrap_or_default(),
-                    labels: h.labels().clone(),
-                    ready,
-                    cordoned: h.spec.cordoned,
-                    capacity,
-                    name,
-                }
-            })
-            .collect()
+        placement::candidates(
+            leases.iter().map(|l| l.as_ref()),
+            hosts.iter().map(|h| h.as_ref()),
+            &reservations,
+            &host_links(&self.ctx.pool),
+            &self.ctx.config.leases.skus,
+        )
     }
 
     /// The host holding retained volumes of Lease `namespace/name`, if a reachable one does.
     async fn retained_host(&self, namespace: &str, name: &str) -> Option<String> {
-        for (host, reach) in self.ctx.pool.hosts() {
-            if reach != Reachability::Reachable {
-                continue;
-            }
-            let Ok(handle) = self.ctx.pool.get(&host) else { continue };
-            let Ok(snapshot) = handle.observe(&self.ctx.instance, Duration::from_secs(5)).await else { continue };
-            if snapshot.volumes.iter().any(|v| {
-                v.labels.get(LABEL_ROLE).map(String::as_str) == Some(ROLE_RETAINED_VOLUME)
-                    && v.labels.get(LABEL_OWNER_NAMESPACE).map(String::as_str) == Some(namespace)
-                    && v.labels.get(LABEL_OWNER_NAME).map(String::as_str) == Some(name)
-            }) {
-                return Some(host);
-            }
-        }
-        None
+        retained_host(&self.ctx, namespace, name).await
     }
 
     fn worker<'a>(
@@ -1637,6 +1540,74 @@ impl LeaseController {
         self.wake_pending();
         Ok(Requeue::await_change())
     }
+}
+
+/// Values of the Secrets and ConfigMaps `lease`'s environment refers to (missing ones are
+/// left out: rendering then says which).
+pub async fn fetch_references(client: &kube::Client, lease: &Lease) -> Result<FetchedReferences, LeaseError> {
+    let ns = lease.namespace_or_default().to_string();
+    let mut fetched = FetchedReferences::default();
+    let mut secrets = HashSet::new();
+    let mut maps = HashSet::new();
+    for e in lease.spec.services.iter().flat_map(|s| s.env.iter()) {
+        if let Some(src) = &e.value_from {
+            if let Some(s) = &src.secret_key_ref {
+                secrets.insert(s.name.clone());
+            }
+            if let Some(c) = &src.config_map_key_ref {
+                maps.insert(c.name.clone());
+            }
+        }
+    }
+    for name in secrets {
+        let got = Api::<Secret>::namespaced(client.clone(), &ns)
+            .get_opt(&name)
+            .await
+            .map_err(kube_err(format!("reading Secret {ns}/{name}")))?;
+        if let Some(s) = got {
+            fetched.secrets.insert((ns.clone(), name), s);
+        }
+    }
+    for name in maps {
+        let got = Api::<ConfigMap>::namespaced(client.clone(), &ns)
+            .get_opt(&name)
+            .await
+            .map_err(kube_err(format!("reading ConfigMap {ns}/{name}")))?;
+        if let Some(c) = got {
+            fetched.config_maps.insert((ns.clone(), name), c);
+        }
+    }
+    Ok(fetched)
+}
+
+/// The host holding retained volumes of Lease `namespace/name`, if a reachable one does.
+pub async fn retained_host(ctx: &Context, namespace: &str, name: &str) -> Option<String> {
+    for (host, reach) in ctx.pool.hosts() {
+        if reach != Reachability::Reachable {
+            continue;
+        }
+        let Ok(handle) = ctx.pool.get(&host) else { continue };
+        let Ok(snapshot) = handle.observe(&ctx.instance, Duration::from_secs(5)).await else { continue };
+        if snapshot.volumes.iter().any(|v| {
+            v.labels.get(LABEL_ROLE).map(String::as_str) == Some(ROLE_RETAINED_VOLUME)
+                && v.labels.get(LABEL_OWNER_NAMESPACE).map(String::as_str) == Some(namespace)
+                && v.labels.get(LABEL_OWNER_NAME).map(String::as_str) == Some(name)
+        }) {
+            return Some(host);
+        }
+    }
+    None
+}
+
+/// Every host of the pool with whether it answers and its last listing (no Docker call).
+pub fn host_links(pool: &crate::controllers::pool::HostPool) -> Vec<placement::HostLink> {
+    pool.hosts()
+        .into_iter()
+        .map(|(name, _)| {
+            let handle = pool.get(&name).ok();
+            placement::HostLink { reachable: handle.is_some(), last_listing: handle.and_then(|h| h.peek()), name }
+        })
+        .collect()
 }
 
 fn with_diagnostics(message: &str, d: Option<&LeaseDiagnostics>) -> String {

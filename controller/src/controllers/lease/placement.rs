@@ -1,16 +1,28 @@
-//! Placement: which host a Pending Lease goes to. Pure: the caller gathers the candidates (Host
-//! objects with their readiness, cordon, labels and capacity) and the allocations of every live
-//! Lease (from the store, and from container labels for Leases whose status lags), and
+//! Placement: which host a Pending Lease goes to. Pure: [`candidates`] turns the Host objects
+//! (readiness, cordon, labels, capacity), the connections' last listings, the Leases of the store
+//! and in-memory reservations into what each host has free (allocations of live Leases from their
+//! status, and from container labels for containers whose Lease the store does not know), and
 //! [`place`] picks, among Ready, uncordoned hosts matching the Lease's selector where the Lease
 //! fits, the least-loaded one after placement (the larger of its CPU and memory utilisation),
 //! ties broken by name. When nothing fits it says why for every host, so the Lease's condition
 //! tells an operator what to change.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
-use berth_crds::lease::LeaseAllocation;
+use berth_crds::Lease;
+use berth_crds::common::{ConditionStatus, LABEL_OWNER_KIND, LABEL_OWNER_UID, LABEL_SKU, find_condition};
+use berth_crds::host::Host;
+use berth_crds::lease::{LeaseAllocation, LeasePhase};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::ResourceExt;
 use kube::core::{Selector, SelectorExt};
+
+use super::machine::is_live;
+use super::render;
+use crate::config::Sku;
+use crate::controllers::pool::HostSnapshot;
+use crate::docker::ContainerState;
 
 /// A host as placement sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,6 +41,42 @@ pub struct Candidate {
     pub allocated: LeaseAllocation,
 }
 
+/// Why one host cannot take a Lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectReason {
+    /// Not `Ready=True`, or not connected.
+    HostNotReady,
+    /// `spec.cordoned`.
+    HostCordoned,
+    /// Neither the daemon nor `spec.capacity` gave its CPUs and memory yet.
+    CapacityUnknown,
+    /// What live Leases hold there leaves too little room.
+    InsufficientCapacity,
+}
+
+impl RejectReason {
+    /// The reason as plans show it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::HostNotReady => "HostNotReady",
+            Self::HostCordoned => "HostCordoned",
+            Self::CapacityUnknown => "CapacityUnknown",
+            Self::InsufficientCapacity => "InsufficientCapacity",
+        }
+    }
+}
+
+/// Why one matching host was passed over.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejection {
+    /// Host name.
+    pub host: String,
+    /// Why.
+    pub reason: RejectReason,
+    /// In words, starting with the host's name.
+    pub message: String,
+}
+
 /// Why a Lease cannot be placed now.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Unplaceable {
@@ -39,15 +87,19 @@ pub enum Unplaceable {
     #[error("no Host matches spec.hostSelector{0}; label a Host to match or change the selector")]
     NoMatchingHost(String),
     /// Hosts match, but none is Ready, uncordoned and with room.
-    #[error("no matching Host has room for {cpus} CPUs and {memory_mb} MiB: {reasons}")]
+    #[error("no matching Host has room for {cpus} CPUs and {memory_mb} MiB: {}", join(.rejected))]
     InsufficientCapacity {
         /// CPUs asked for.
         cpus: f64,
         /// Memory asked for.
         memory_mb: i64,
-        /// Per host, why not.
-        reasons: String,
+        /// Per matching host, why not.
+        rejected: Vec<Rejection>,
     },
+}
+
+fn join(rejected: &[Rejection]) -> String {
+    rejected.iter().map(|r| r.message.as_str()).collect::<Vec<_>>().join("; ")
 }
 
 impl Unplaceable {
@@ -85,33 +137,37 @@ pub fn place(
         };
         return Err(Unplaceable::NoMatchingHost(what));
     }
-    let mut reasons = Vec::new();
+    let mut rejected = Vec::new();
+    let mut reject = |c: &Candidate, reason: RejectReason, message: String| {
+        rejected.push(Rejection { host: c.name.clone(), reason, message });
+    };
     let mut best: Option<(f64, &str)> = None;
     for c in matching {
         if !c.ready {
-            reasons.push(format!("{} is not Ready", c.name));
+            reject(c, RejectReason::HostNotReady, format!("{} is not Ready", c.name));
             continue;
         }
         if c.cordoned {
-            reasons.push(format!("{} is cordoned", c.name));
+            reject(c, RejectReason::HostCordoned, format!("{} is cordoned", c.name));
             continue;
         }
         let Some((cpus, memory)) = c.capacity else {
-            reasons.push(format!("{} has not reported its capacity yet", c.name));
+            reject(c, RejectReason::CapacityUnknown, format!("{} has not reported its capacity yet", c.name));
             continue;
         };
         let used_cpus = c.allocated.cpus + request.cpus;
         let used_mem = c.allocated.memory_mb + request.memory_mb;
         // A small tolerance: 0.1 + 0.2 must fit in 0.3.
         if used_cpus > cpus + 1e-9 || used_mem > memory {
-            reasons.push(format!(
+            let message = format!(
                 "{} has {:.2} of {:.2} CPUs and {} of {} MiB free",
                 c.name,
                 (cpus - c.allocated.cpus).max(0.0),
                 cpus,
                 (memory - c.allocated.memory_mb).max(0),
                 memory
-            ));
+            );
+            reject(c, RejectReason::InsufficientCapacity, message);
             continue;
         }
         let load = (used_cpus / cpus.max(f64::MIN_POSITIVE)).max(used_mem as f64 / (memory.max(1) as f64));
@@ -121,12 +177,86 @@ pub fn place(
     }
     match best {
         Some((_, name)) => Ok(name.to_string()),
-        None => Err(Unplaceable::InsufficientCapacity {
-            cpus: request.cpus,
-            memory_mb: request.memory_mb,
-            reasons: reasons.join("; "),
-        }),
+        None => Err(Unplaceable::InsufficientCapacity { cpus: request.cpus, memory_mb: request.memory_mb, rejected }),
     }
+}
+
+/// A host's connection as placement sees it.
+#[derive(Debug, Clone, Default)]
+pub struct HostLink {
+    /// Host name.
+    pub name: String,
+    /// Connected and answering.
+    pub reachable: bool,
+    /// Its last listing, however old (containers of unknown Leases are counted from it).
+    pub last_listing: Option<Arc<HostSnapshot>>,
+}
+
+/// The hosts as placement sees them: every Host object, Ready when its condition says so and
+/// its connection answers, with what live Leases hold there. Held are: `reservations` (uid →
+/// host and allocation: placements not yet visible in `leases`), the `status.allocated` of every
+/// other live, placed Lease (Closed, Retained and Pending ones hold nothing), and one SKU per
+/// running container of a Lease `leases` does not hold (gone without its containers), counted
+/// from its labels.
+pub fn candidates<'a>(
+    leases: impl IntoIterator<Item = &'a Lease>,
+    hosts: impl IntoIterator<Item = &'a Host>,
+    reservations: &HashMap<String, (String, LeaseAllocation)>,
+    links: &[HostLink],
+    skus: &BTreeMap<String, Sku>,
+) -> Vec<Candidate> {
+    let mut held: Vec<(String, LeaseAllocation)> = reservations.values().cloned().collect();
+    let mut known: HashSet<String> = reservations.keys().cloned().collect();
+    for l in leases {
+        let u = l.metadata.uid.clone().unwrap_or_default();
+        if known.contains(&u) {
+            continue;
+        }
+        // Every Lease the store knows is accounted for by its status: leftover containers of a
+        // closing one are on their way out.
+        known.insert(u);
+        let Some(st) = &l.status else { continue };
+        if !is_live(st.phase) || st.phase == Some(LeasePhase::Pending) {
+            continue;
+        }
+        if let (Some(h), Some(a)) = (&st.host, &st.allocated) {
+            held.push((h.clone(), a.clone()));
+        }
+    }
+    for link in links.iter().filter(|l| l.reachable) {
+        let Some(listing) = &link.last_listing else { continue };
+        for c in &listing.containers {
+            if c.labels.get(LABEL_OWNER_KIND).map(String::as_str) != Some(render::OWNER_KIND) {
+                continue;
+            }
+            let Some(owner) = c.labels.get(LABEL_OWNER_UID) else { continue };
+            if known.contains(owner) || c.state != ContainerState::Running {
+                continue;
+            }
+            if let Some(sku) = c.labels.get(LABEL_SKU).and_then(|s| skus.get(s)) {
+                held.push((link.name.clone(), render::allocation(sku, 1)));
+            }
+        }
+    }
+    let sums = allocations(held.iter().map(|(h, a)| (h.as_str(), a)));
+    hosts
+        .into_iter()
+        .map(|h| {
+            let name = h.name_any();
+            let st = h.status.clone().unwrap_or_default();
+            let ready = find_condition(&st.conditions, "Ready").is_some_and(|c| c.status == ConditionStatus::True)
+                && links.iter().any(|l| l.name == name && l.reachable);
+            let capacity = st.capacity.as_ref().and_then(|c| Some((c.cpus?, c.memory_mb?)));
+            Candidate {
+                allocated: sums.get(&name).cloned().unwrap_or_default(),
+                labels: h.labels().clone(),
+                ready,
+                cordoned: h.spec.cordoned,
+                capacity,
+                name,
+            }
+        })
+        .collect()
 }
 
 /// Sums allocations per host.
@@ -197,6 +327,17 @@ mod tests {
         for want in ["a has 0.25 of 1.00 CPUs", "b is cordoned", "c is not Ready", "d has not reported"] {
             assert!(text.contains(want), "{want:?} missing from {text}");
         }
+        let Unplaceable::InsufficientCapacity { rejected, .. } = err else { unreachable!() };
+        let per_host: Vec<(&str, RejectReason)> = rejected.iter().map(|r| (r.host.as_str(), r.reason)).collect();
+        assert_eq!(
+            per_host,
+            [
+                ("a", RejectReason::InsufficientCapacity),
+                ("b", RejectReason::HostCordoned),
+                ("c", RejectReason::HostNotReady),
+                ("d", RejectReason::CapacityUnknown)
+            ]
+        );
     }
 
     #[test]
@@ -217,6 +358,90 @@ mod tests {
         assert_eq!(err.reason(), "NoMatchingHost");
         let err = place(&req(0.5, 1), Some(&selector("pool", "previews")), Some("b"), &hosts).unwrap_err();
         assert!(err.to_string().contains("restored volumes"), "{err}");
+    }
+
+    fn live_lease(uid: &str, phase: LeasePhase, host: &str, cpus: f64) -> Lease {
+        let mut l = Lease::new(uid, Default::default());
+        l.metadata.uid = Some(uid.into());
+        l.status = Some(berth_crds::lease::LeaseStatus {
+            phase: Some(phase),
+            host: Some(host.into()),
+            allocated: Some(req(cpus, 100)),
+            ..Default::default()
+        });
+        l
+    }
+
+    fn host_object(name: &str, ready: bool) -> Host {
+        let mut h = Host::new(name, Default::default());
+        let status = if ready { ConditionStatus::True } else { ConditionStatus::False };
+        h.status = Some(berth_crds::host::HostStatus {
+            conditions: vec![berth_crds::common::Condition::new("Ready", status, "R", "")],
+            capacity: Some(berth_crds::host::HostCapacity { cpus: Some(4.0), memory_mb: Some(4096), disk_mb: None }),
+            ..Default::default()
+        });
+        h
+    }
+
+    fn lease_container(owner: &str, sku: &str, state: ContainerState) -> crate::docker::ContainerSummary {
+        crate::docker::ContainerSummary {
+            id: format!("c-{owner}"),
+            name: format!("c-{owner}"),
+            image: "busybox".into(),
+            image_id: String::new(),
+            labels: BTreeMap::from([
+                (LABEL_OWNER_KIND.to_string(), "Lease".to_string()),
+                (LABEL_OWNER_UID.to_string(), owner.to_string()),
+                (LABEL_SKU.to_string(), sku.to_string()),
+            ]),
+            state,
+            health: None,
+            created: 0,
+            ports: vec![],
+        }
+    }
+
+    #[test]
+    fn candidates_count_live_leases_reservations_and_containers_of_unknown_leases() {
+        let leases = [
+            live_lease("ready", LeasePhase::Ready, "a", 1.0),
+            live_lease("pending", LeasePhase::Pending, "a", 8.0),
+            live_lease("closed", LeasePhase::Closed, "a", 8.0),
+            // Its reservation is newer than its status: the reservation counts.
+            live_lease("reserved", LeasePhase::Provisioning, "a", 8.0),
+        ];
+        let hosts = [host_object("a", true), host_object("b", true), host_object("c", false)];
+        let reservations = HashMap::from([("reserved".to_string(), ("b".to_string(), req(0.5, 50)))]);
+        let listing = HostSnapshot {
+            containers: vec![
+                lease_container("gone", "small", ContainerState::Running),
+                lease_container("gone-stopped", "small", ContainerState::Exited),
+                lease_container("ready", "small", ContainerState::Running),
+            ],
+            ..Default::default()
+        };
+        let links = [
+            HostLink { name: "a".into(), reachable: true, last_listing: Some(Arc::new(listing)) },
+            HostLink { name: "b".into(), reachable: false, last_listing: None },
+            HostLink { name: "c".into(), reachable: true, last_listing: None },
+        ];
+        let skus =
+            BTreeMap::from([("small".to_string(), Sku { cpus: 0.25, memory_mb: 64, disk_mb: None, pids: None })]);
+        let got = candidates(&leases, &hosts, &reservations, &links, &skus);
+        let view: Vec<(&str, bool, f64, i64)> =
+            got.iter().map(|c| (c.name.as_str(), c.ready, c.allocated.cpus, c.allocated.memory_mb)).collect();
+        assert_eq!(
+            view,
+            [
+                // The Ready Lease and one running container of a Lease the store does not know.
+                ("a", true, 1.25, 164),
+                // Not connected: not Ready, whatever its condition says.
+                ("b", false, 0.5, 50),
+                // Connected, but its Ready condition is False.
+                ("c", false, 0.0, 0),
+            ]
+        );
+        assert_eq!(got[0].capacity, Some((4.0, 4096)));
     }
 
     #[test]

@@ -1,12 +1,13 @@
-//! Container logs of an owner (a Stack; a Lease later): which containers a request selects (by
+//! Container logs of an owner (a Stack or a Lease): which containers a request selects (by
 //! berth's labels, from the host listing, so a container recreated a moment ago is the one
-//! read), and the [`LogRecord`] stream of their logs. Selection and record making are pure; the
-//! stream only reads what [`crate::docker::DockerApi::logs`] yields.
+//! read; for a Lease, those of its active release), and the [`LogRecord`] stream of their logs.
+//! Selection and record making are pure; the stream only reads what
+//! [`crate::docker::DockerApi::logs`] yields.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use berth_crds::common::{LABEL_OWNER_UID, LABEL_REPLICA, LABEL_SERVICE};
+use berth_crds::common::{LABEL_OWNER_UID, LABEL_RELEASE, LABEL_REPLICA, LABEL_SERVICE};
 use berth_crds::logs::{LogRecord, LogRecordType, LogStreamName};
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -78,6 +79,17 @@ pub fn select(host: &str, containers: &[ContainerSummary], uid: &str, request: &
         .collect();
     out.sort_by(|a, b| (&a.service, a.replica, &a.container).cmp(&(&b.service, b.replica, &b.container)));
     out
+}
+
+/// The containers of Lease release `release` (label `berth.dev/release`); all of them when the
+/// Lease has no active release (its first release is still being provisioned, or failed).
+pub fn of_release(containers: &[ContainerSummary], release: Option<i64>) -> Vec<ContainerSummary> {
+    let wanted = release.map(|r| r.to_string());
+    containers
+        .iter()
+        .filter(|c| wanted.as_ref().is_none_or(|r| c.labels.get(LABEL_RELEASE) == Some(r)))
+        .cloned()
+        .collect()
 }
 
 /// Why nothing was selected, in words that say what to ask for instead.
@@ -193,6 +205,31 @@ mod tests {
         assert_eq!(names(&select("local", &all, "u1", &req(None, Some(0)))), ["db-0", "web-0"]);
         assert!(select("local", &all, "u3", &req(None, None)).is_empty());
         assert_eq!(select("h2", &all, "u1", &req(Some("db"), None))[0].host, "h2");
+    }
+
+    #[test]
+    fn a_lease_shows_its_active_release_or_every_release_when_none_is_active() {
+        let release = |c: ContainerSummary, r: &str| {
+            let mut c = c;
+            c.labels.insert(LABEL_RELEASE.to_string(), r.to_string());
+            c
+        };
+        let all = [
+            release(container("lease.ns.x.web-0.r1", "u1", "web", "0"), "1"),
+            release(container("lease.ns.x.web-0.r2", "u1", "web", "0"), "2"),
+            release(container("lease.ns.x.worker-0.r2", "u1", "worker", "0"), "2"),
+            release(container("lease.ns.y.web-0.r2", "u2", "web", "0"), "2"),
+        ];
+        let pick = |active: Option<i64>, request: &LogRequest| -> Vec<String> {
+            names(&select("local", &of_release(&all, active), "u1", request)).into_iter().map(String::from).collect()
+        };
+        let every = LogRequest::default();
+        assert_eq!(pick(Some(2), &every), ["lease.ns.x.web-0.r2", "lease.ns.x.worker-0.r2"]);
+        assert_eq!(pick(Some(1), &every), ["lease.ns.x.web-0.r1"]);
+        // No active release: both releases' containers, each announced with its own name.
+        assert_eq!(pick(None, &every), ["lease.ns.x.web-0.r1", "lease.ns.x.web-0.r2", "lease.ns.x.worker-0.r2"]);
+        let web0 = LogRequest { service: Some("web".into()), replica: Some(0), ..Default::default() };
+        assert_eq!(pick(Some(2), &web0), ["lease.ns.x.web-0.r2"]);
     }
 
     #[test]

@@ -202,6 +202,7 @@ pub fn stack_plan(stack: &Stack, plans: &[HostPlan]) -> WorkloadPlan {
         notes: notes(stack),
         error: None,
         hosts,
+        ..Default::default()
     }
 }
 
