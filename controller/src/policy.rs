@@ -22,8 +22,8 @@ use async_trait::async_trait;
 use berth_crds::duration::{format_duration, parse_duration};
 use berth_crds::image::{DEFAULT_REGISTRY, ImageRef};
 use berth_crds::{Lease, LeasePhase, Stack};
-use serde_json::Value;
 use serde::Deserialize;
+use serde_json::Value;
 
 use crate::apiserver::admission::{AdmissionPolicy, AdmissionRequest, Operation};
 use crate::apiserver::errors::{ApiError, Cause, Details, qualified};

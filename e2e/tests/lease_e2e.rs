@@ -169,9 +169,18 @@ fn two_services_become_ready_the_endpoint_answers_and_every_container_is_hardene
     assert!(!denied.status.success(), "the root filesystem is writable");
     // `berth describe` tells an operator what runs where, until when, and how to reach it.
     let described = berth_at(&env.kubeconfig, &["describe", "lease/preview", "-n", &ns]).ok();
-    for want in
-        ["acme", "small", "Ready", "Expires At:", "Allocated:", "0.75 CPUs", "Endpoints", &shown_url, "Releases", "Active"]
-    {
+    for want in [
+        "acme",
+        "small",
+        "Ready",
+        "Expires At:",
+        "Allocated:",
+        "0.75 CPUs",
+        "Endpoints",
+        &shown_url,
+        "Releases",
+        "Active",
+    ] {
         assert!(described.stdout.contains(want), "{want:?} missing from:\n{}", described.stdout);
     }
     Ok(())
