@@ -62,12 +62,16 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts a server on a free loopback port. It serves TLS with a self-signed certificate:
+    /// Starts a server on a free loopback port with the sample operator config
+    /// (`manifests/berth.yaml`). It serves TLS with a self-signed certificate:
     /// kubectl (client-go) sends no bearer token over plain HTTP, so the kubectl tests need TLS,
     /// and the berth CLI is tested with it too.
     pub fn start() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let inner = crate::Server::start(&dir.path().join("data"), &["--tls-self-signed"])
+        // The sample operator config: the samples (a Lease among them) are written against it.
+        let config = repo_root().join("manifests").join("berth.yaml");
+        let config = config.to_string_lossy();
+        let inner = crate::Server::start(&dir.path().join("data"), &["--tls-self-signed", "--config", &config])
             .unwrap_or_else(|e| panic!("starting berth serve: {e:#}"));
         let url = inner.endpoint.server.clone();
         Self { dir, url, inner }
