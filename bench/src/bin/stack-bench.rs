@@ -458,19 +458,29 @@ async fn kill_and_restart_directly(docker: &Docker, run: &str, i: usize) -> anyh
     docker.start_container(&created.id, None).await?;
     let filters = HashMap::from([
         ("type".to_string(), vec!["container".to_string()]),
-        ("event".to_string(), vec!["start".to_string()]),
+        ("event".to_string(), vec!["die".to_string(), "start".to_string()]),
         ("container".to_string(), vec![created.id.clone()]),
     ]);
     let mut events = docker.events(Some(EventsOptionsBuilder::new().filters(&filters).build()));
     docker.ping().await?;
     let started = Instant::now();
     docker.kill_container(&name, Some(KillContainerOptionsBuilder::new().signal("SIGKILL").build())).await?;
-    docker.start_container(&created.id, None).await?;
-    let ev = tokio::time::timeout(Duration::from_secs(60), events.next()).await;
-    let took = started.elapsed();
-    if !matches!(ev, Ok(Some(Ok(_)))) {
-        bail!("no start event for {name} after starting it again: {ev:?}");
+    // Like berth, react to the `die` event (starting a container still being killed does nothing).
+    let mut restarted = false;
+    loop {
+        let ev = tokio::time::timeout(Duration::from_secs(60), events.next()).await;
+        let action = match ev {
+            Ok(Some(Ok(e))) => e.action.unwrap_or_default(),
+            other => bail!("no die/start event for {name}: {other:?}"),
+        };
+        if action == "die" && !restarted {
+            docker.start_container(&created.id, None).await?;
+            restarted = true;
+        } else if action == "start" && restarted {
+            break;
+        }
     }
+    let took = started.elapsed();
     docker.remove_container(&name, Some(RemoveContainerOptionsBuilder::new().force(true).build())).await?;
     Ok(took)
 }
