@@ -413,6 +413,13 @@ fn compose(dir: &Path, project: &str, action: &[&str]) -> anyhow::Result<Duratio
     Ok(took)
 }
 
+/// Now as a UNIX timestamp for an event stream's `since`: bollard sends the request only when the
+/// stream is first polled, and `since` makes Docker replay what happened in between.
+fn since_now() -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    format!("{}.{:09}", now.as_secs(), now.subsec_nanos())
+}
+
 /// Kill → corrected: kills one container of the Stack and waits for Docker's `start` event of
 /// a container with the same name (berth starts it again, or recreates it).
 async fn kill_and_wait(docker: &Docker, instance: &str, name: &str) -> anyhow::Result<Duration> {
@@ -421,7 +428,7 @@ async fn kill_and_wait(docker: &Docker, instance: &str, name: &str) -> anyhow::R
         ("event".to_string(), vec!["start".to_string()]),
         ("label".to_string(), vec![format!("berth.dev/instance={instance}")]),
     ]);
-    let mut events = docker.events(Some(EventsOptionsBuilder::new().filters(&filters).build()));
+    let mut events = docker.events(Some(EventsOptionsBuilder::new().since(&since_now()).filters(&filters).build()));
     // The event stream is established once Docker sent the response head; give it a moment by
     // making a cheap call first on the same daemon.
     docker.ping().await?;
@@ -461,7 +468,7 @@ async fn kill_and_restart_directly(docker: &Docker, run: &str, i: usize) -> anyh
         ("event".to_string(), vec!["die".to_string(), "start".to_string()]),
         ("container".to_string(), vec![created.id.clone()]),
     ]);
-    let mut events = docker.events(Some(EventsOptionsBuilder::new().filters(&filters).build()));
+    let mut events = docker.events(Some(EventsOptionsBuilder::new().since(&since_now()).filters(&filters).build()));
     docker.ping().await?;
     let started = Instant::now();
     docker.kill_container(&name, Some(KillContainerOptionsBuilder::new().signal("SIGKILL").build())).await?;
