@@ -15,8 +15,13 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("bench/ has a parent").to_path_buf()
 }
 
-/// The `berth` binary of the release profile, built when missing or older than the sources.
+/// The `berth` binary of the release profile, built when missing or older than the sources;
+/// `$BERTH_BIN` when set (to measure a given build, e.g. the previous commit's, against the
+/// same baselines).
 pub fn berth_binary() -> anyhow::Result<PathBuf> {
+    if let Some(bin) = std::env::var_os("BERTH_BIN") {
+        return Ok(PathBuf::from(bin));
+    }
     let root = repo_root();
     let status = Command::new(env!("CARGO"))
         .args(["build", "--release", "--quiet", "-p", "berth"])

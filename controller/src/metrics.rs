@@ -1,7 +1,7 @@
 //! Prometheus metrics of the whole process (text format at `/metrics`): API requests and their
 //! latency, reconciles per kind (count, errors, duration), work queue depth, and Docker API calls
-//! per host. Served in the Prometheus text format 0.0.4, or in OpenMetrics when the scraper asks
-//! for it.
+//! and container listings per host. Served in the Prometheus text format 0.0.4, or in OpenMetrics
+//! when the scraper asks for it.
 
 use std::sync::Mutex;
 
@@ -64,6 +64,8 @@ pub struct Metrics {
     pub queue_depth: Family<KindLabels, Gauge>,
     /// Docker API calls by host.
     pub docker_calls: Family<HostLabels, Counter>,
+    /// Container listings by host (shared snapshots of the host's berth objects).
+    pub docker_listings: Family<HostLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -89,6 +91,7 @@ impl Metrics {
             Family::<KindLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
         let queue_depth = Family::<KindLabels, Gauge>::default();
         let docker_calls = Family::<HostLabels, Counter>::default();
+        let docker_listings = Family::<HostLabels, Counter>::default();
         registry.register("apiserver_requests", "API requests by verb, resource and code", requests.clone());
         registry.register("apiserver_request_duration_seconds", "API request latency", request_seconds.clone());
         registry.register("reconciles", "Reconciles by kind", reconciles.clone());
@@ -96,6 +99,11 @@ impl Metrics {
         registry.register("reconcile_duration_seconds", "Reconcile duration by kind", reconcile_seconds.clone());
         registry.register("queue_depth", "Objects queued for reconciliation by kind", queue_depth.clone());
         registry.register("docker_api_calls", "Docker API calls by host", docker_calls.clone());
+        registry.register(
+            "docker_listings",
+            "Container listings by host (each a snapshot shared by every Stack and Lease on the host)",
+            docker_listings.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
             requests,
@@ -105,6 +113,7 @@ impl Metrics {
             reconcile_seconds,
             queue_depth,
             docker_calls,
+            docker_listings,
         }
     }
 

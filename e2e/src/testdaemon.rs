@@ -106,6 +106,12 @@ impl TestDaemon {
         Self::start_with(image, false)
     }
 
+    /// Starts a daemon with `daemon_json` as its configuration file (e.g. larger
+    /// `default-address-pools`, for many networks), loading `image` when given.
+    pub fn start_with_config(image: Option<&str>, daemon_json: &str) -> Result<Self> {
+        Self::start_full(image, false, daemon_json)
+    }
+
     /// Starts a daemon that speaks only TLS and requires a client certificate signed by its own
     /// throw-away CA (see [`TestDaemon::client_tls`]), with [`DEFAULT_IMAGE`] loaded.
     pub fn start_tls() -> Result<Self> {
@@ -113,10 +119,14 @@ impl TestDaemon {
     }
 
     fn start_with(image: Option<&str>, tls: bool) -> Result<Self> {
+        Self::start_full(image, tls, "{}\n")
+    }
+
+    fn start_full(image: Option<&str>, tls: bool, daemon_json: &str) -> Result<Self> {
         let (slot, lock) = claim_slot()?;
         let dir = slot_dir(slot);
         fs::create_dir_all(dir.join("data"))?;
-        fs::write(dir.join("daemon.json"), "{}\n")?;
+        fs::write(dir.join("daemon.json"), daemon_json)?;
         let mut daemon = TestDaemon { slot, dir, tls, child: None, _lock: lock };
         if tls {
             daemon.write_certificates()?;

@@ -373,6 +373,11 @@ fn not_found_what(default_what: &str, message: &str) -> String {
 fn map_error(endpoint: &str, verb: &str, what: &str, limit: Duration, e: BollardError) -> DockerError {
     let operation = format!("{verb} {what}");
     match e {
+        // Docker 20.10 answers 404 when no subnet is left for a new network: not a missing object.
+        BollardError::DockerResponseServerError { message, .. } if is_address_pool_exhaustion(&message) => {
+            let network = what.strip_prefix("network ").unwrap_or(what).to_string();
+            DockerError::AddressPoolsExhausted { network, message }
+        }
         BollardError::DockerResponseServerError { status_code: 404, message } => {
             DockerError::NotFound { what: not_found_what(what, &message) }
         }
@@ -413,6 +418,12 @@ fn map_error(endpoint: &str, verb: &str, what: &str, limit: Duration, e: Bollard
         // status to report.
         other => DockerError::Api { operation, status: 0, message: error_chain(&other) },
     }
+}
+
+/// Whether Docker's message says that no address pool is left for a new network.
+fn is_address_pool_exhaustion(message: &str) -> bool {
+    message.contains("could not find an available, non-overlapping IPv4 address pool")
+        || message.contains("could not find an available, non-overlapping IPv6 address pool")
 }
 
 /// Whether a transport error is rustls refusing a certificate (ours or the daemon's).
@@ -1565,6 +1576,20 @@ mod tests {
         assert!(matches!(&e, DockerError::NotFound { what } if what == "image busybox:9"), "{e}");
         let e = map_error(ep, "create", "container web-0", limit, server(404, "network n1 not found"));
         assert!(matches!(&e, DockerError::NotFound { what } if what == "network n1"), "{e}");
+        let e = map_error(
+            ep,
+            "create",
+            "network shop_default",
+            limit,
+            server(
+                404,
+                "could not find an available, non-overlapping IPv4 address pool among the defaults to assign to the \
+                 network",
+            ),
+        );
+        assert!(matches!(&e, DockerError::AddressPoolsExhausted { network, .. } if network == "shop_default"), "{e}");
+        assert!(e.is_transient() && !e.is_not_found(), "{e}");
+        assert!(e.to_string().contains("default-address-pools"), "{e}");
         let e = map_error(ep, "start", "container web-0", limit, server(404, "No such container: web-0"));
         assert!(matches!(&e, DockerError::NotFound { what } if what == "container web-0"), "{e}");
         let e = map_error(ep, "create", "container web-0", limit, server(409, "name in use"));

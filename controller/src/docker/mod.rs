@@ -63,6 +63,19 @@ pub enum DockerError {
         /// Docker's message.
         message: String,
     },
+    /// The daemon has no subnet left for a new network (it answers 404 for this).
+    #[error(
+        "creating network {network} failed: the Docker daemon has no free address pool left ({message}); every \
+         bridge network takes a subnet from dockerd's default-address-pools (about 30 networks with Docker's \
+         defaults): remove networks that are no longer needed, or give dockerd larger default-address-pools in \
+         daemon.json"
+    )]
+    AddressPoolsExhausted {
+        /// The network that could not be created.
+        network: String,
+        /// Docker's message.
+        message: String,
+    },
     /// The endpoint of a Host cannot be used.
     #[error("invalid Docker endpoint {endpoint:?}: {message}")]
     InvalidEndpoint {
@@ -89,6 +102,8 @@ impl DockerError {
         match self {
             DockerError::Unreachable { .. } | DockerError::Timeout { .. } | DockerError::PullFailed { .. } => true,
             DockerError::Conflict { .. } => true,
+            // Frees up when other networks go; retried with backoff.
+            DockerError::AddressPoolsExhausted { .. } => true,
             DockerError::NotFound { .. } => false,
             DockerError::InvalidEndpoint { .. } => false,
             DockerError::Api { status, .. } => *status >= 500,

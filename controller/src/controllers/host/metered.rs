@@ -1,5 +1,7 @@
 //! A [`DockerApi`] wrapper that counts every call to a host in the `berth_docker_api_calls`
-//! metric (label `host`). The Host controller wraps each connection it puts in the pool, so the
+//! metric (label `host`), and the container listings among them in `berth_docker_listings`
+//! (each one a shared snapshot of the host: their rate shows that a pass costs one listing per
+//! host, not one per Stack). The Host controller wraps each connection it puts in the pool, so the
 //! Stack and Lease controllers' calls are counted too without knowing about it.
 
 use std::sync::Arc;
@@ -17,6 +19,7 @@ use crate::metrics::{HostLabels, Metrics};
 pub struct Metered {
     inner: Arc<dyn DockerApi>,
     calls: Counter,
+    listings: Counter,
 }
 
 impl std::fmt::Debug for Metered {
@@ -28,8 +31,10 @@ impl std::fmt::Debug for Metered {
 impl Metered {
     /// Wraps `inner`, counting its calls under `host`.
     pub fn new(inner: Arc<dyn DockerApi>, metrics: &Metrics, host: &str) -> Self {
-        let calls = metrics.docker_calls.get_or_create(&HostLabels { host: host.to_string() }).clone();
-        Self { inner, calls }
+        let labels = HostLabels { host: host.to_string() };
+        let calls = metrics.docker_calls.get_or_create(&labels).clone();
+        let listings = metrics.docker_listings.get_or_create(&labels).clone();
+        Self { inner, calls, listings }
     }
 
     fn count(&self) -> &dyn DockerApi {
@@ -50,6 +55,7 @@ impl DockerApi for Metered {
         self.count().info().await
     }
     async fn list_containers(&self, labels: &LabelFilter) -> DockerResult<Vec<ContainerSummary>> {
+        self.listings.inc();
         self.count().list_containers(labels).await
     }
     async fn inspect_container(&self, id: &str) -> DockerResult<ContainerDetails> {
@@ -136,5 +142,6 @@ mod tests {
         assert_eq!(fake.calls("ping") + fake.calls("list_containers") + fake.calls("inspect_container"), 3);
         let text = metrics.render();
         assert!(text.contains("berth_docker_api_calls_total{host=\"edge-1\"} 3"), "{text}");
+        assert!(text.contains("berth_docker_listings_total{host=\"edge-1\"} 1"), "{text}");
     }
 }

@@ -223,7 +223,9 @@ impl StackError {
             host: host.to_string(),
             operation: operation.into(),
             message: super::render::redact(&err.to_string(), secrets),
-            transient: err.is_transient(),
+            // An object missing while berth acts means the host changed after the pass looked
+            // (removed by hand, or by a concurrent pass): the next pass looks again.
+            transient: err.is_transient() || err.is_not_found(),
         }
     }
 }

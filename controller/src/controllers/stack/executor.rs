@@ -1,10 +1,12 @@
 //! The executor: applies one host's [`HostPlan`] through the [`DockerApi`] of that host.
 //!
-//! Steps run in the plan's order: unwanted containers are removed, networks and volumes
-//! prepared, then each service's actions run once the services it depends on are `Started` or
+//! Steps run in the plan's order: unwanted containers are removed (concurrently), networks and
+//! volumes prepared, then the services change concurrently (at most [`MAX_CONCURRENT_CHANGES`]
+//! at once, so a Stack of 20 independent services costs about what its slowest container
+//! costs, not the sum), each one once the services it depends on are done and `Started` or
 //! `Healthy` (waited for with a deadline of `rollout.healthTimeoutSeconds`, reporting the
 //! dependency's last log lines when it is not). Within a service at most `rollout.maxParallel`
-//! replicas change at once. A changed container is replaced per `rollout.strategy`:
+//! replicas change at once. Services sharing an image check (and pull) it one at a time. A changed container is replaced per `rollout.strategy`:
 //! - `Recreate`: stop and remove the old container, create and start the new one;
 //! - `StartFirst`: create and start the new one under a temporary name, wait until it is ready,
 //!   then remove the old one and give the new one its name.
@@ -17,18 +19,19 @@
 //! something berth does not own is a [`StackError::NameConflict`]: berth never removes it.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use berth_crds::common::{LABEL_OWNER_KIND, LABEL_OWNER_NAME, LABEL_OWNER_NAMESPACE, LABEL_OWNER_UID};
 use berth_crds::stack::{DependencyCondition, PullPolicy, RolloutStrategy, StackSpec};
 use futures::StreamExt;
+use tokio::sync::{Semaphore, watch};
 
 use super::error::StackError;
 use super::events::{Note, Notify, reason as ev};
 use super::observe::ObserveCaches;
-use super::plan::{Action, HostPlan, Observation, WaitFor, reason};
+use super::plan::{Action, HostPlan, Observation, Step, WaitFor, reason};
 use super::render::{DesiredContainer, DesiredService, DesiredState, MountSource, redact};
 use crate::controllers::pool::HostHandle;
 use crate::docker::{
@@ -36,6 +39,9 @@ use crate::docker::{
     PortMapping, PullProgress, VolumeSpec,
 };
 
+/// Changes in flight at once on one host within one pass: services changed concurrently, and
+/// unwanted containers removed concurrently (each still honours its own grace period).
+pub const MAX_CONCURRENT_CHANGES: usize = 16;
 /// Default of `rollout.healthTimeoutSeconds`.
 pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(60);
 /// Log lines quoted when a container does not become ready.
@@ -178,6 +184,8 @@ pub struct Executor<'a> {
     caches: Option<&'a ObserveCaches>,
     secrets: Vec<String>,
     mutated: AtomicBool,
+    /// Per image reference: whether this execution made sure it is on the host.
+    images: tokio::sync::Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<bool>>>>,
 }
 
 impl<'a> Executor<'a> {
@@ -198,6 +206,7 @@ impl<'a> Executor<'a> {
             caches: None,
             secrets: desired.secret_values(),
             mutated: AtomicBool::new(false),
+            images: Default::default(),
         }
     }
 
@@ -220,62 +229,127 @@ impl<'a> Executor<'a> {
         StackError::docker(self.host(), operation, e, &self.secrets)
     }
 
-    /// Applies `plan`.
+    /// Applies `plan`: the steps before the services in order (a failed one stops the plan),
+    /// then the services concurrently, each once the services it depends on are done, then the
+    /// cleanup.
     pub async fn execute(&self, plan: &HostPlan) -> ExecOutcome {
         let mut out = ExecOutcome::default();
-        let mut failed: BTreeSet<String> = BTreeSet::new();
-        for step in &plan.steps {
-            match step.phase.as_str() {
-                "service" => {
-                    let service = step.service.clone().unwrap_or_default();
-                    if step.wait_for.iter().any(|w| failed.contains(&w.service)) {
-                        // The failure of the dependency is reported already.
-                        failed.insert(service);
-                        continue;
-                    }
-                    let result = async {
-                        for w in &step.wait_for {
-                            self.wait_for_dependency(&service, w).await?;
-                        }
-                        self.run_service(&service, &step.actions).await
-                    }
-                    .await;
+        let steps = &plan.steps;
+        let mut i = 0;
+        while i < steps.len() {
+            let step = &steps[i];
+            if step.phase == "service" {
+                let end = steps[i..].iter().position(|s| s.phase != "service").map_or(steps.len(), |n| i + n);
+                for (service, result) in self.run_services(&steps[i..end]).await {
                     if let Err(e) = result {
                         if matches!(e, StackError::RolledBack { .. }) {
-                            out.rolled_back.insert(service.clone());
+                            out.rolled_back.insert(service);
                         }
-                        failed.insert(service);
                         out.errors.push(e);
                     }
                 }
-                phase => {
-                    let mut step_failed = false;
-                    for a in &step.actions {
-                        if let Err(e) = self.run_action(a).await {
-                            out.errors.push(e);
-                            step_failed = true;
-                            if phase != "cleanup" {
-                                break;
-                            }
+                i = end;
+                continue;
+            }
+            let errors = if step.phase == "removeUnwanted" {
+                // Independent removals (each stop waits out a grace period): at once.
+                let runs: Vec<_> = step.actions.iter().map(|a| self.run_action(a)).collect();
+                let results: Vec<Result<(), StackError>> =
+                    futures::stream::iter(runs).buffered(MAX_CONCURRENT_CHANGES).collect().await;
+                results.into_iter().filter_map(Result::err).collect()
+            } else {
+                let mut errors = Vec::new();
+                for a in &step.actions {
+                    if let Err(e) = self.run_action(a).await {
+                        errors.push(e);
+                        if step.phase != "cleanup" {
+                            break;
                         }
                     }
-                    // Services cannot be changed safely without their networks and volumes, nor
-                    // while unwanted containers may still hold their ports.
-                    if step_failed && phase != "cleanup" {
-                        break;
-                    }
                 }
+                errors
+            };
+            let step_failed = !errors.is_empty();
+            out.errors.extend(errors);
+            // Services cannot be changed safely without their networks and volumes, nor while
+            // unwanted containers may still hold their ports.
+            if step_failed && step.phase != "cleanup" {
+                break;
             }
+            i += 1;
         }
         out.mutated = self.mutated.load(Ordering::SeqCst);
         out
+    }
+
+    /// Runs the service steps of a plan concurrently (at most [`MAX_CONCURRENT_CHANGES`] at a
+    /// time): a step whose dependency has a step of its own in this plan starts once that step
+    /// succeeded (then, as always, waits for the dependency's condition on the host); when it
+    /// failed, the dependent is not changed and reports nothing (the dependency's error says
+    /// why). Only earlier steps are waited for (the plan lists services in dependency order),
+    /// so no cycle can hang the pass. Returns `(service, outcome)` in plan order, `None` for a
+    /// service skipped because a dependency failed.
+    async fn run_services(&self, steps: &[Step]) -> Vec<(String, Result<(), StackError>)> {
+        let signals: Vec<(String, watch::Sender<Option<bool>>)> =
+            steps.iter().map(|s| (s.service.clone().unwrap_or_default(), watch::channel(None).0)).collect();
+        let slots = Semaphore::new(MAX_CONCURRENT_CHANGES);
+        let runs = steps.iter().enumerate().map(|(k, step)| {
+            let (signals, slots) = (&signals, &slots);
+            async move {
+                let service = step.service.clone().unwrap_or_default();
+                let mut dependency_failed = false;
+                for w in &step.wait_for {
+                    let Some((_, tx)) = signals[..k].iter().find(|(name, _)| *name == w.service) else { continue };
+                    let mut rx = tx.subscribe();
+                    let ok = rx.wait_for(Option::is_some).await.map(|v| *v == Some(true)).unwrap_or(false);
+                    if !ok {
+                        dependency_failed = true;
+                        break;
+                    }
+                }
+                let result = if dependency_failed {
+                    None
+                } else {
+                    let r = async {
+                        for w in &step.wait_for {
+                            self.wait_for_dependency(&service, w).await?;
+                        }
+                        let _slot = slots.acquire().await.map_err(|_| StackError::Docker {
+                            host: self.host().to_string(),
+                            operation: format!("changing service {service}"),
+                            message: "the executor was shut down".into(),
+                            transient: true,
+                        })?;
+                        self.run_service(&service, &step.actions).await
+                    }
+                    .await;
+                    Some(r)
+                };
+                signals[k].1.send_replace(Some(matches!(result, Some(Ok(())))));
+                (service, result)
+            }
+        });
+        futures::future::join_all(runs)
+            .await
+            .into_iter()
+            .filter_map(|(service, result)| result.map(|r| (service, r)))
+            .collect()
     }
 
     async fn run_service(&self, service: &str, actions: &[Action]) -> Result<(), StackError> {
         let mut rest = Vec::new();
         for a in actions {
             match a {
-                Action::EnsureImage { image, policy } => self.ensure_image(image, *policy).await?,
+                Action::EnsureImage { image, policy } => {
+                    // Services sharing an image run concurrently: one checks (and pulls) it,
+                    // the others wait and reuse the outcome when it succeeded.
+                    let lock = self.images.lock().await.entry(image.clone()).or_default().clone();
+                    let mut ensured = lock.lock().await;
+                    if !*ensured {
+                        self.ensure_image(image, *policy).await?;
+                        *ensured = true;
+                    }
+                }
                 other => rest.push(other),
             }
         }

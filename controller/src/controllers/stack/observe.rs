@@ -12,11 +12,15 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use berth_crds::common::LABEL_OWNER_UID;
+use futures::StreamExt;
 
 use super::plan::{Health, Observation, ObservedContainer, ObservedNetwork, ObservedVolume, RunState};
 use super::render::DesiredState;
 use crate::controllers::pool::HostHandle;
 use crate::docker::{ContainerState, ContainerSummary, DockerError, HealthState};
+
+/// Container inspections in flight at once for one Stack on one host.
+const MAX_CONCURRENT_INSPECTIONS: usize = 16;
 
 /// When a reference was resolved (the listing it belongs to) and to which image id.
 type ImageResolution = (Instant, Option<String>);
@@ -115,21 +119,27 @@ pub async fn observe_host(
 
     let mut observation = Observation::default();
     let mut facts = Vec::new();
-    for c in snapshot.containers.iter().filter(|c| owned(&c.labels)) {
-        let known = known_restarts.get(&c.id).copied();
-        let needs_details = c.state != ContainerState::Running || known.is_none() || caches.is_dirty(&c.id);
-        let (summary, restarts, exit_code, oom_killed) = if needs_details {
-            match handle.docker.inspect_container(&c.id).await {
-                Ok(d) => {
-                    caches.clean(&c.id);
-                    (d.summary, d.restart_count, d.exit_code, d.oom_killed)
-                }
-                // Removed between the listing and now: it is not there.
-                Err(e) if e.is_not_found() => continue,
-                Err(e) => return Err(e),
+    let mine: Vec<&ContainerSummary> = snapshot.containers.iter().filter(|c| owned(&c.labels)).collect();
+    // The inspections a listing cannot replace, at once (a Stack just created has many).
+    let inspections: Vec<_> = mine
+        .iter()
+        .map(|c| {
+            let known = known_restarts.get(&c.id).copied();
+            let needs_details = c.state != ContainerState::Running || known.is_none() || caches.is_dirty(&c.id);
+            async move { if needs_details { Some(handle.docker.inspect_container(&c.id).await) } else { None } }
+        })
+        .collect();
+    let inspected: Vec<_> = futures::stream::iter(inspections).buffered(MAX_CONCURRENT_INSPECTIONS).collect().await;
+    for (c, details) in mine.into_iter().zip(inspected) {
+        let (summary, restarts, exit_code, oom_killed) = match details {
+            Some(Ok(d)) => {
+                caches.clean(&c.id);
+                (d.summary, d.restart_count, d.exit_code, d.oom_killed)
             }
-        } else {
-            (c.clone(), known.unwrap_or(0), None, false)
+            // Removed between the listing and now: it is not there.
+            Some(Err(e)) if e.is_not_found() => continue,
+            Some(Err(e)) => return Err(e),
+            None => (c.clone(), known_restarts.get(&c.id).copied().unwrap_or(0), None, false),
         };
         let stopped = summary.state != ContainerState::Running;
         observation.containers.push(ObservedContainer {

@@ -521,6 +521,8 @@ async fn a_new_host_in_the_pool_is_used_without_restart() {
 /// A daemon whose container creations take a while, counting how many are in flight at once.
 struct SlowCreates {
     inner: FakeDocker,
+    /// Only creations of containers whose name starts with this are counted.
+    counted: &'static str,
     in_flight: std::sync::atomic::AtomicUsize,
     most: std::sync::atomic::AtomicUsize,
 }
@@ -547,11 +549,16 @@ impl DockerApi for SlowCreates {
     }
     async fn create_container(&self, spec: &crate::docker::ContainerSpec) -> crate::docker::DockerResult<String> {
         use std::sync::atomic::Ordering::SeqCst;
-        let now = self.in_flight.fetch_add(1, SeqCst) + 1;
-        self.most.fetch_max(now, SeqCst);
+        let counted = spec.name.starts_with(self.counted);
+        if counted {
+            let now = self.in_flight.fetch_add(1, SeqCst) + 1;
+            self.most.fetch_max(now, SeqCst);
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
         let r = self.inner.create_container(spec).await;
-        self.in_flight.fetch_sub(1, SeqCst);
+        if counted {
+            self.in_flight.fetch_sub(1, SeqCst);
+        }
         r
     }
     async fn start_container(&self, id: &str) -> crate::docker::DockerResult<()> {
@@ -629,16 +636,44 @@ impl DockerApi for SlowCreates {
     }
 }
 
+fn slow_pool(counted: &'static str) -> (FakeDocker, Arc<SlowCreates>, PassContext) {
+    let inner = FakeDocker::default();
+    inner.add_image(IMAGE);
+    let slow = Arc::new(SlowCreates {
+        inner: inner.clone(),
+        counted,
+        in_flight: Default::default(),
+        most: Default::default(),
+    });
+    let pool = Arc::new(crate::controllers::pool::HostPool::new());
+    pool.set_connected("local", slow.clone());
+    (inner, slow, PassContext::new(pool, "test"))
+}
+
+#[tokio::test]
+async fn independent_services_change_at_once_and_dependents_wait_for_their_dependencies() {
+    // web and db depend on nothing; api waits for db (Healthy).
+    let (inner, slow, cx) = slow_pool("shop-");
+    let mut s = sample_stack("shop", "uid-1");
+    s.spec.services[0].depends_on.clear();
+    let desired = desired_of(&s);
+    let mode = Mode::Apply { policy: DriftPolicy::Reconcile, exec: fast() };
+    let notes = Collect::default();
+    let r = reconcile_host(&cx, "uid-1", &desired, "local", &mode, false, &HashMap::new(), &notes).await;
+    assert_clean(&r);
+    assert_eq!(slow.most.load(std::sync::atomic::Ordering::SeqCst), 2, "web and db are created at once");
+    let log: Vec<String> =
+        inner.call_log().into_iter().filter(|c| c.starts_with("create_container") || c.starts_with("start")).collect();
+    let at = |call: &str| log.iter().position(|c| c == call).unwrap_or_else(|| panic!("{call}: {log:?}"));
+    let db = inner.container("shop-db-0").expect("db exists").id;
+    assert!(at("create_container shop-api-0") > at(&format!("start_container {db}")), "api after db: {log:?}");
+    assert_eq!(inner.containers().len(), 3);
+}
+
 #[tokio::test]
 async fn max_parallel_bounds_the_replicas_changed_at_once() {
     for (max_parallel, expected) in [(1, 1), (2, 2), (8, 5)] {
-        let inner = FakeDocker::default();
-        inner.add_image(IMAGE);
-        let slow =
-            Arc::new(SlowCreates { inner: inner.clone(), in_flight: Default::default(), most: Default::default() });
-        let pool = Arc::new(crate::controllers::pool::HostPool::new());
-        pool.set_connected("local", slow.clone());
-        let cx = PassContext::new(pool, "test");
+        let (inner, slow, cx) = slow_pool("shop-web-");
         let mut s = sample_stack("shop", "uid-1");
         s.spec.services[0].replicas = 5;
         s.spec.services[0].depends_on.clear();
