@@ -509,3 +509,28 @@ fn callbacks_are_signed_and_received_exactly_once_even_across_a_restart() -> Res
     }
     Ok(())
 }
+
+#[test]
+fn many_leases_of_one_tenant_provisioned_at_once_share_one_tenant_network() -> Result<()> {
+    let env = StackEnv::start(&config(""))?;
+    let ns = setup(&env)?;
+    // One apply of several Leases: their provisionings run concurrently and each ensures the
+    // tenant network (Docker 20.10 would accept two networks of one name).
+    let docs: Vec<String> = (0..6)
+        .map(|i| lease_yaml(&ns, &format!("burst-{i}"), "  duration: 1h\n", &[service("app", "exec sleep 3600", "")]))
+        .collect();
+    env.apply(&docs.join("---\n"))?;
+    for i in 0..6 {
+        wait_phase(&env, &ns, &format!("burst-{i}"), "Ready")?;
+    }
+    let nets = docker(&[
+        "network",
+        "ls",
+        "--format",
+        "{{.Name}}",
+        "--filter",
+        &format!("label=berth.dev/instance={}", env.instance),
+    ])?;
+    assert_eq!(nets.lines().collect::<Vec<_>>(), [format!("berth-{}-tenant-acme", env.instance)], "one tenant network");
+    Ok(())
+}

@@ -23,7 +23,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use berth_bench::{Server, machine, ms, now_utc, percentile, write_section};
+use berth_bench::{
+    Cleanup, Server, machine, median, ms, now_utc, percentile, process_cpu, remove_labelled, run_id, secs,
+    write_section,
+};
 use berth_e2e::testdaemon::TestDaemon;
 use bollard::Docker;
 use bollard::models::{
@@ -31,8 +34,7 @@ use bollard::models::{
     RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, EventsOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
-    ListNetworksOptionsBuilder, ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, EventsOptionsBuilder, KillContainerOptionsBuilder, RemoveContainerOptionsBuilder,
 };
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -56,85 +58,6 @@ const STEADY_HOST: &str = "steady";
 const STEADY_DAEMON_JSON: &str = r#"{"default-address-pools": [{"base": "10.123.0.0/16", "size": 24}]}"#;
 /// The label every object of this run carries (besides berth's own labels).
 const RUN_LABEL: &str = "berth-bench/run";
-
-fn run_id() -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
-    format!("{:x}", nanos & 0xffff_ffff)
-}
-
-/// Removes, on drop, every container, network and volume labelled with `filters` (all of this
-/// run's objects, berth's and the baselines').
-struct Cleanup {
-    filters: Vec<String>,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let filters = self.filters.clone();
-        // Drop runs inside the runtime: clean up on a thread (and a connection) of its own.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            let docker = Docker::connect_with_local_defaults().map_err(std::io::Error::other)?;
-            rt.block_on(async {
-                for f in &filters {
-                    if let Err(e) = remove_labelled(&docker, f).await {
-                        eprintln!("cleanup of {f}: {e:#}");
-                    }
-                }
-            });
-            std::io::Result::Ok(())
-        })
-        .join();
-    }
-}
-
-async fn remove_labelled(docker: &Docker, label: &str) -> anyhow::Result<()> {
-    let filters = HashMap::from([("label".to_string(), vec![label.to_string()])]);
-    let list =
-        docker.list_containers(Some(ListContainersOptionsBuilder::new().all(true).filters(&filters).build())).await?;
-    let removals = list.iter().filter_map(|c| c.id.clone()).map(|id| {
-        let docker = docker.clone();
-        async move {
-            let opts = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
-            let _ = docker.remove_container(&id, Some(opts)).await;
-        }
-    });
-    futures::stream::iter(removals).buffer_unordered(8).collect::<Vec<_>>().await;
-    // A network whose containers were just removed may still count endpoints for a moment.
-    for attempt in 0..5 {
-        let networks = docker.list_networks(Some(ListNetworksOptionsBuilder::new().filters(&filters).build())).await?;
-        let mut left = Vec::new();
-        for n in networks {
-            if let Some(id) = n.id
-                && let Err(e) = docker.remove_network(&id).await
-            {
-                left.push(format!("{}: {e}", n.name.unwrap_or(id)));
-            }
-        }
-        if left.is_empty() {
-            break;
-        }
-        if attempt == 4 {
-            eprintln!("warning: networks left behind (remove them by hand): {left:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    let volumes = docker.list_volumes(Some(ListVolumesOptionsBuilder::new().filters(&filters).build())).await?;
-    for v in volumes.volumes.unwrap_or_default() {
-        let _ = docker.remove_volume(&v.name, None::<bollard::query_parameters::RemoveVolumeOptions>).await;
-    }
-    Ok(())
-}
-
-fn median(samples: &[Duration]) -> Duration {
-    let mut s = samples.to_vec();
-    s.sort();
-    percentile(&s, 50.0)
-}
-
-fn secs(d: Duration) -> String {
-    format!("{:.2}", d.as_secs_f64())
-}
 
 /// The 20-service Stack: every service on network `back`, every one mounting volume `data`.
 fn stack20(name: &str, ns: &str, run: &str) -> Value {
@@ -303,21 +226,6 @@ fn is_ready(s: &Value) -> bool {
         .as_array()
         .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
     ready && s["status"]["phase"] == "Ready" && s["status"]["observedGeneration"] == s["metadata"]["generation"]
-}
-
-fn process_cpu(pid: u32) -> anyhow::Result<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command (which may hold spaces) start after the last ')'.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).context("unexpected /proc/PID/stat")?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
-    let hz: u64 = Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100);
-    Ok(Duration::from_secs_f64(ticks as f64 / hz as f64))
 }
 
 /// The value of the sample `series` in a Prometheus text exposition (0 when absent).

@@ -87,6 +87,10 @@ pub struct BollardDocker {
     /// Set once a daemon refused a storage quota we thought it could apply.
     storage_quota_refused: AtomicBool,
     storage_quota_logged: AtomicBool,
+    /// Serializes network creation on this connection: before API 1.44 the duplicate-name check
+    /// is a listing followed by a create, and two concurrent creates (Leases of one tenant
+    /// provisioned at once) would otherwise both pass it and make two networks of one name.
+    network_create: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for BollardDocker {
@@ -251,6 +255,7 @@ impl BollardDocker {
             storage_quota: tokio::sync::OnceCell::new(),
             storage_quota_refused: AtomicBool::new(false),
             storage_quota_logged: AtomicBool::new(false),
+            network_create: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -1010,6 +1015,7 @@ impl DockerApi for BollardDocker {
 
     async fn create_network(&self, spec: &NetworkSpec) -> DockerResult<String> {
         let what = format!("network {}", spec.name);
+        let _serialized = self.network_create.lock().await;
         // Before API 1.44 Docker creates a second network with the same name unless asked to
         // check (CheckDuplicate, which bollard's models no longer carry): check here.
         if !self.api_at_least(1, 44) {
