@@ -532,7 +532,8 @@ impl LeaseController {
         let Some(secret) = secret else {
             let why = match &cb.secret_ref {
                 Some(sel) => format!(
-                    "Secret {}/{} has no key {:?}; the {} callback is not sent: create the Secret",
+                    "Secret {}/{} does not exist or has no key {:?}; the {} callback is not sent: create the \
+                     Secret with that key",
                     lease.namespace_or_default(),
                     sel.name,
                     sel.key,
