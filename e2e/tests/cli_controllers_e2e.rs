@@ -165,7 +165,10 @@ spec:
         assert!(all.contains(want), "missing {want:?}:\n{all}");
     }
     let one = berth(&env, &["logs", "chat", "-n", &ns, "-s", "web", "--replica", "1"]).ok().stdout;
-    let prefixes: Vec<&str> = one.lines().map(|l| l.split(']').next().unwrap_or_default()).collect();
+    // stdout and stderr are separate pipes: the order of two lines written in the same instant
+    // is not defined, so compare the set of prefixes.
+    let mut prefixes: Vec<&str> = one.lines().map(|l| l.split(']').next().unwrap_or_default()).collect();
+    prefixes.sort_unstable();
     assert_eq!(prefixes, ["[web/1", "[web/1 stderr"], "{one}");
     let r = berth(&env, &["logs", "stack/chat", "-n", &ns, "-s", "api"]).expect(1);
     assert!(r.stderr.contains("no service \"api\"") && r.stderr.contains("db, web"), "{}", r.stderr);
