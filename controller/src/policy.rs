@@ -12,8 +12,10 @@
 //! quotas refuse only an update that increases usage, so an object admitted before the operator
 //! narrowed the configuration can still be updated and deleted.
 //!
-//! The quota check reads the store and the write follows it, so two creates racing for a
-//! tenant's last slot can both be admitted; placement still refuses what no host can hold.
+//! The quota check reads the store and the write follows it; while any tenant has a quota,
+//! Lease creates and updates are ordered by one lock ([`AdmissionPolicy::serialize`]) from the
+//! check until the write is stored, so two creates racing for a tenant's last slot cannot both be
+//! admitted.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +29,7 @@ use serde_json::Value;
 
 use crate::apiserver::admission::{AdmissionPolicy, AdmissionRequest, Operation};
 use crate::apiserver::errors::{ApiError, Cause, Details, qualified};
+use crate::apiserver::registry::ResourceInfo;
 use crate::config::{OperatorConfig, TenantQuota};
 use crate::controllers::stack::render::host_path_allowed;
 use crate::store::{ListOptions, ObjectKey, ResourceRef, Store};
@@ -39,12 +42,14 @@ pub const LOCAL_REGISTRY: &str = "local";
 #[derive(Debug, Clone)]
 pub struct OperatorPolicy {
     config: Arc<OperatorConfig>,
+    /// Orders Lease writes while quotas are counted (see the module doc).
+    quota_order: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl OperatorPolicy {
     /// The policy of `config`.
     pub fn new(config: Arc<OperatorConfig>) -> Self {
-        Self { config }
+        Self { config, quota_order: Arc::default() }
     }
 }
 
@@ -449,6 +454,14 @@ impl AdmissionPolicy for OperatorPolicy {
             ("berth.dev", "Lease") => lease_rules(&self.config, request, jiff::Timestamp::now()),
             _ => Ok(()),
         }
+    }
+
+    async fn serialize(&self, resource: &ResourceInfo) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        let counted = resource.group == "berth.dev" && resource.kind == "Lease";
+        if !counted || self.config.leases.tenant_quotas.is_empty() {
+            return None;
+        }
+        Some(Arc::clone(&self.quota_order).lock_owned().await)
     }
 }
 

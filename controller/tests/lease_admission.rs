@@ -2,7 +2,7 @@
 //! refuses an unknown SKU, an image outside the allowlist and a change of tenant with 422
 //! (`metav1.Status` reason `Invalid` with field causes), and a Lease over the tenant quota with
 //! 403 (reason `Forbidden`, naming the quota key); a Lease that reaches phase Closed frees its
-//! slot.
+//! slot, and creates racing for the last slot are admitted no more often than the quota allows.
 
 use std::sync::Arc;
 
@@ -114,4 +114,32 @@ async fn lease_admission_answers_422_for_fields_and_403_for_quota() {
     assert_eq!(code, StatusCode::OK, "{status}");
     let (code, status) = call(&app, "POST", BASE, json, lease("c", "small", "ghcr.io/acme/app:1")).await;
     assert_eq!(code, StatusCode::CREATED, "{status}");
+}
+
+/// Creates racing for a tenant's last slots: the quota check and the write are ordered, so
+/// exactly as many are admitted as the quota allows, however many arrive at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_creates_never_exceed_the_quota() {
+    let (_dir, app) = app();
+    let tasks: Vec<_> = (0..12)
+        .map(|i| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                let body = lease(&format!("racer-{i}"), "small", "ghcr.io/acme/app:1");
+                call(&app, "POST", BASE, "application/json", body).await
+            })
+        })
+        .collect();
+    let mut created = 0;
+    for task in tasks {
+        let (code, status) = task.await.unwrap();
+        match code {
+            StatusCode::CREATED => created += 1,
+            StatusCode::FORBIDDEN => assert_eq!(status["reason"], "Forbidden", "{status}"),
+            other => panic!("unexpected {other}: {status}"),
+        }
+    }
+    assert_eq!(created, 2, "acme's quota is 2 Leases");
+    let (_, list) = call(&app, "GET", BASE, "application/json", Value::Null).await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 2, "{list}");
 }

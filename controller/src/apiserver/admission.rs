@@ -372,6 +372,14 @@ pub struct AdmissionRequest<'a> {
 pub trait AdmissionPolicy: Send + Sync {
     /// `Ok` to admit; `Invalid` (422) or `Forbidden` (403) errors to refuse.
     async fn admit(&self, request: &AdmissionRequest<'_>) -> Result<(), ApiError>;
+
+    /// A guard that orders a create or update of `resource` with every other write the policy
+    /// counts (quotas): the API server takes it before [`admit`](Self::admit) and holds it until
+    /// the write is stored, so two writes cannot both be admitted against the same remaining
+    /// room. `None` (the default): the policy does not count, nothing to order.
+    async fn serialize(&self, _resource: &ResourceInfo) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        None
+    }
 }
 
 /// A policy that admits everything (no operator configuration).

@@ -378,6 +378,8 @@ async fn create_value(
         _ => {}
     }
     let unknown = validate_object_value(info, obj, q.field_validation()?)?;
+    // Held until the object is stored (quotas count what is stored).
+    let _ordered = state.policy.serialize(info).await;
     state
         .policy
         .admit(&AdmissionRequest {
@@ -528,6 +530,9 @@ async fn write_update(
         prepare_main_update(info, &old.value, desired)?
     };
     let unknown = validate_object_value(info, &mut new, q.field_validation()?)?;
+    // Held until the update is stored (quotas count what is stored); a status write is not
+    // admitted by the policy and only ever frees quota.
+    let _ordered = if is_status { None } else { state.policy.serialize(info).await };
     if !is_status {
         bump_generation(&old.value, &mut new);
         state
