@@ -12,11 +12,12 @@
 //! quotas refuse only an update that increases usage, so an object admitted before the operator
 //! narrowed the configuration can still be updated and deleted.
 //!
-//! The quota check reads the store and the write follows it; while any tenant has a quota,
-//! Lease creates and updates are ordered by one lock ([`AdmissionPolicy::serialize`]) from the
-//! check until the write is stored, so two creates racing for a tenant's last slot cannot both be
-//! admitted.
+//! The quota check reads the store and the write follows it; the creates and updates of the
+//! Leases of a tenant with a quota are ordered by that tenant's lock
+//! ([`AdmissionPolicy::serialize`]) from the check until the write is stored, so two creates
+//! racing for a tenant's last slot cannot both be admitted. Tenants without a quota take no lock.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,14 +43,15 @@ pub const LOCAL_REGISTRY: &str = "local";
 #[derive(Debug, Clone)]
 pub struct OperatorPolicy {
     config: Arc<OperatorConfig>,
-    /// Orders Lease writes while quotas are counted (see the module doc).
-    quota_order: Arc<tokio::sync::Mutex<()>>,
+    /// One lock per tenant with a quota, ordering its Lease writes (see the module doc).
+    quota_order: Arc<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl OperatorPolicy {
     /// The policy of `config`.
     pub fn new(config: Arc<OperatorConfig>) -> Self {
-        Self { config, quota_order: Arc::default() }
+        let quota_order = config.leases.tenant_quotas.keys().map(|t| (t.clone(), Arc::default())).collect();
+        Self { config, quota_order: Arc::new(quota_order) }
     }
 }
 
@@ -456,12 +458,14 @@ impl AdmissionPolicy for OperatorPolicy {
         }
     }
 
-    async fn serialize(&self, resource: &ResourceInfo) -> Option<tokio::sync::OwnedMutexGuard<()>> {
-        let counted = resource.group == "berth.dev" && resource.kind == "Lease";
-        if !counted || self.config.leases.tenant_quotas.is_empty() {
+    async fn serialize(&self, resource: &ResourceInfo, object: &Value) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        if resource.group != "berth.dev" || resource.kind != "Lease" {
             return None;
         }
-        Some(Arc::clone(&self.quota_order).lock_owned().await)
+        // The tenant never changes (admission refuses it), so the new object names the lock.
+        let tenant = object.pointer("/spec/tenant").and_then(Value::as_str)?;
+        let lock = self.quota_order.get(tenant)?;
+        Some(Arc::clone(lock).lock_owned().await)
     }
 }
 
@@ -900,5 +904,28 @@ mod tests {
         // 0.1 + 0.2 is within a quota of 0.3, whatever floating point says.
         let fits = TenantUsage { leases: 1, cpus: 0.0, memory_mb: 0 };
         assert!(quota_causes("acme", &q, others, TenantUsage::default(), fits).is_empty());
+    }
+
+    #[tokio::test]
+    async fn lease_writes_are_ordered_per_tenant_with_a_quota_only() {
+        let config =
+            OperatorConfig::parse("leases:\n  tenantQuotas: {acme: {maxLeases: 3}, globex: {maxLeases: 1}}\n", "test")
+                .unwrap();
+        let policy = OperatorPolicy::new(Arc::new(config));
+        let registry = crate::apiserver::registry::Registry::builtin();
+        let lease = registry.find_kind("berth.dev", "Lease").unwrap();
+        let stack = registry.find_kind("berth.dev", "Stack").unwrap();
+        let of = |tenant: &str| serde_json::json!({"spec": {"tenant": tenant}});
+
+        let acme = policy.serialize(&lease, &of("acme")).await.expect("acme has a quota: its writes are ordered");
+        // While acme's write holds its lock, another acme write waits; globex's does not.
+        let waiting = tokio::time::timeout(Duration::from_millis(50), policy.serialize(&lease, &of("acme"))).await;
+        assert!(waiting.is_err(), "a second acme write was not held back");
+        assert!(policy.serialize(&lease, &of("globex")).await.is_some());
+        drop(acme);
+        assert!(policy.serialize(&lease, &of("acme")).await.is_some());
+        // No quota, no lock; other kinds are never counted.
+        assert!(policy.serialize(&lease, &of("initech")).await.is_none());
+        assert!(policy.serialize(&stack, &of("acme")).await.is_none());
     }
 }

@@ -373,11 +373,12 @@ pub trait AdmissionPolicy: Send + Sync {
     /// `Ok` to admit; `Invalid` (422) or `Forbidden` (403) errors to refuse.
     async fn admit(&self, request: &AdmissionRequest<'_>) -> Result<(), ApiError>;
 
-    /// A guard that orders a create or update of `resource` with every other write the policy
-    /// counts (quotas): the API server takes it before [`admit`](Self::admit) and holds it until
-    /// the write is stored, so two writes cannot both be admitted against the same remaining
-    /// room. `None` (the default): the policy does not count, nothing to order.
-    async fn serialize(&self, _resource: &ResourceInfo) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+    /// A guard that orders a create or update of `object` (a `resource`, as it would be stored)
+    /// with every other write the policy counts it with (a tenant's quota): the API server takes
+    /// it before [`admit`](Self::admit) and holds it until the write is stored, so two writes
+    /// cannot both be admitted against the same remaining room. `None` (the default): the policy
+    /// does not count this object, nothing to order.
+    async fn serialize(&self, _resource: &ResourceInfo, _object: &Value) -> Option<tokio::sync::OwnedMutexGuard<()>> {
         None
     }
 }

@@ -379,7 +379,7 @@ async fn create_value(
     }
     let unknown = validate_object_value(info, obj, q.field_validation()?)?;
     // Held until the object is stored (quotas count what is stored).
-    let _ordered = state.policy.serialize(info).await;
+    let _ordered = state.policy.serialize(info, obj).await;
     state
         .policy
         .admit(&AdmissionRequest {
@@ -532,7 +532,7 @@ async fn write_update(
     let unknown = validate_object_value(info, &mut new, q.field_validation()?)?;
     // Held until the update is stored (quotas count what is stored); a status write is not
     // admitted by the policy and only ever frees quota.
-    let _ordered = if is_status { None } else { state.policy.serialize(info).await };
+    let _ordered = if is_status { None } else { state.policy.serialize(info, &new).await };
     if !is_status {
         bump_generation(&old.value, &mut new);
         state
