@@ -5,6 +5,7 @@
 //!
 //! Run: `cargo run --release -p berth-bench --bin api-bench` (writes its section of
 //! docs/benchmarks.md). Needs Debian's `etcd-server` (`apt-get install etcd-server`) and curl.
+//! `-- --writes N` measures only the durable writes at N clients and writes nothing.
 
 use std::collections::HashMap;
 use std::net::TcpListener;
@@ -384,6 +385,21 @@ struct Row {
 async fn main() -> anyhow::Result<()> {
     let server = Server::start(&["--no-controllers", "--no-tls"])?;
     let etcd = start_etcd()?;
+
+    // `api-bench --writes N`: only the durable writes at N clients, berth and etcd gRPC in turn
+    // three times, printed and not written to the docs (for trying a change to the write path).
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [flag, n] = args.as_slice()
+        && flag == "--writes"
+    {
+        let clients: usize = n.parse().context("--writes takes a number of clients")?;
+        for round in 0..3 {
+            let berth = berth_creates(&server, clients, &format!("try-b{round}")).await?;
+            let grpc = etcd_grpc_puts(&etcd, clients, &format!("try-g{round}")).await?;
+            println!("{clients} clients: berth {berth:.0}/s, etcd gRPC {grpc:.0}/s, ratio {:.2}", berth / grpc);
+        }
+        return Ok(());
+    }
 
     // Durable writes, the three systems in turn at each concurrency.
     let mut rows = Vec::new();

@@ -44,6 +44,10 @@ pub(super) trait Durable: Send + Sync + 'static {
 struct QueueState {
     jobs: Vec<Job>,
     closed: bool,
+    /// The flusher is asleep on the condvar and must be woken by the next submit. While it
+    /// flushes, writers queue without a wake-up (a futex call per write, measurable at tens of
+    /// thousands of writes per second); it looks at the queue again before it sleeps.
+    flusher_waiting: bool,
 }
 
 #[derive(Default)]
@@ -98,8 +102,11 @@ impl Committer {
             return Err(StoreError::Closed);
         }
         q.jobs.push(job);
+        let wake = std::mem::take(&mut q.flusher_waiting);
         drop(q);
-        self.queue.wake.notify_one();
+        if wake {
+            self.queue.wake.notify_one();
+        }
         Ok(())
     }
 
@@ -127,8 +134,10 @@ fn run(queue: &Queue, target: &dyn Durable, stats: &CommitStats) {
         let jobs = {
             let mut q = queue.lock();
             while q.jobs.is_empty() && !q.closed {
+                q.flusher_waiting = true;
                 q = queue.wake.wait(q).unwrap_or_else(PoisonError::into_inner);
             }
+            q.flusher_waiting = false;
             if q.jobs.is_empty() {
                 return;
             }
