@@ -115,6 +115,19 @@ impl Server {
         );
         reqwest::Client::builder().default_headers(headers).pool_max_idle_per_host(256).build().expect("client")
     }
+
+    /// Creates namespace `ns` through `client` (one of [`Server::client`]).
+    pub async fn create_namespace(&self, client: &reqwest::Client, ns: &str) -> anyhow::Result<()> {
+        let r = client
+            .post(format!("{}/api/v1/namespaces", self.url))
+            .json(&serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))
+            .send()
+            .await?;
+        if !r.status().is_success() {
+            bail!("creating namespace {ns}: {} {}", r.status(), r.text().await.unwrap_or_default());
+        }
+        Ok(())
+    }
 }
 
 /// `VmRSS` of a process, in MiB.

@@ -132,6 +132,24 @@ impl Metrics {
         openmetrics_to_prometheus_text(&self.render_openmetrics())
     }
 
+    /// Runs one reconcile of `kind`: counted when it starts, timed, and counted as an error when
+    /// it fails.
+    pub async fn observe_reconcile<T, E>(
+        &self,
+        kind: &str,
+        reconcile: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
+        let labels = KindLabels { kind: kind.into() };
+        self.reconciles.get_or_create(&labels).inc();
+        let started = std::time::Instant::now();
+        let result = reconcile.await;
+        self.reconcile_seconds.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+        if result.is_err() {
+            self.reconcile_errors.get_or_create(&labels).inc();
+        }
+        result
+    }
+
     /// Records one API request.
     pub fn observe_request(&self, verb: &str, resource: &str, code: u16, seconds: Option<f64>) {
         self.requests

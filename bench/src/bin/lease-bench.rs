@@ -58,19 +58,6 @@ impl Berth {
         format!("{}/apis/berth.dev/v1alpha1/namespaces/{ns}/leases", self.server.url)
     }
 
-    async fn create_namespace(&self, ns: &str) -> anyhow::Result<()> {
-        let r = self
-            .client
-            .post(format!("{}/api/v1/namespaces", self.server.url))
-            .json(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))
-            .send()
-            .await?;
-        if !r.status().is_success() {
-            bail!("creating namespace {ns}: {} {}", r.status(), r.text().await.unwrap_or_default());
-        }
-        Ok(())
-    }
-
     async fn create(&self, ns: &str, name: &str) -> anyhow::Result<()> {
         let lease = json!({
             "apiVersion": "berth.dev/v1alpha1", "kind": "Lease",
@@ -245,7 +232,7 @@ async fn main() -> anyhow::Result<()> {
 
     // Warm-up: one Lease on each side (the tenant network of berth, the image in the cache).
     let ns = format!("single-{run}");
-    b.create_namespace(&ns).await?;
+    b.server.create_namespace(&b.client, &ns).await?;
     b.create(&ns, "warm").await?;
     b.wait_ready(&ns, "warm").await?;
     direct(&docker, &format!("floorwarm-{run}"), &floor_net, &run, 1, 1).await?;
@@ -270,7 +257,7 @@ async fn main() -> anyhow::Result<()> {
     let mut floor_batch: HashMap<usize, Vec<Duration>> = HashMap::new();
     for rep in 0..BATCH_REPS {
         let ns = format!("batch{rep}-{run}");
-        b.create_namespace(&ns).await?;
+        b.server.create_namespace(&b.client, &ns).await?;
         let started = Instant::now();
         let creates = (0..BATCH).map(|i| {
             let (b, ns) = (&b, &ns);

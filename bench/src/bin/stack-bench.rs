@@ -125,19 +125,6 @@ impl Berth {
         format!("{}/apis/berth.dev/v1alpha1/namespaces/{ns}/stacks", self.server.url)
     }
 
-    async fn create_namespace(&self, ns: &str) -> anyhow::Result<()> {
-        let r = self
-            .client
-            .post(format!("{}/api/v1/namespaces", self.server.url))
-            .json(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))
-            .send()
-            .await?;
-        if !r.status().is_success() {
-            bail!("creating namespace {ns}: {} {}", r.status(), r.text().await.unwrap_or_default());
-        }
-        Ok(())
-    }
-
     /// Registers a Host and waits until it is reachable.
     async fn register_host(&self, name: &str, endpoint: &str) -> anyhow::Result<()> {
         let url = format!("{}/apis/berth.dev/v1alpha1/hosts", self.server.url);
@@ -483,7 +470,7 @@ async fn main() -> anyhow::Result<()> {
     // 1. Apply → Ready, interleaved repetitions.
     let b = Berth::start(&instance, "resyncInterval: 60s\n")?;
     let ns = "bench";
-    b.create_namespace(ns).await?;
+    b.server.create_namespace(&b.client, ns).await?;
     let mut berth_times = Vec::new();
     let mut compose_times = Vec::new();
     let mut direct_times: HashMap<usize, Vec<Duration>> = HashMap::new();
@@ -584,7 +571,7 @@ async fn main() -> anyhow::Result<()> {
     let config = format!("resyncInterval: {}s\n", STEADY_RESYNC.as_secs());
     let b = Berth::start(&steady_instance, &config)?;
     let ns = "steady";
-    b.create_namespace(ns).await?;
+    b.server.create_namespace(&b.client, ns).await?;
     b.register_host(STEADY_HOST, &td.endpoint()).await?;
     let mut steady = Vec::new();
     let mut have = 0;

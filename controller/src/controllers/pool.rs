@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use berth_crds::common::{LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY_VALUE};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
 
 use crate::docker::{
     ContainerSummary, DockerApi, DockerError, DockerEvent, LabelFilter, NetworkSummary, VolumeSummary,
@@ -223,6 +224,27 @@ impl HostPool {
     /// Subscribes to owner events (the Stack and Lease controllers turn them into reconciles).
     pub fn subscribe(&self) -> broadcast::Receiver<OwnerEvent> {
         self.events.subscribe()
+    }
+
+    /// Sends on `changed` whenever a host's reachability changes (checked every second), until
+    /// `shutdown`: the Stack and Lease controllers reconcile everything then, so a host that
+    /// answers again is caught up at once and one that stops answering shows it at once.
+    pub async fn watch_reachability(self: Arc<Self>, changed: mpsc::UnboundedSender<()>, shutdown: CancellationToken) {
+        let snapshot = || -> BTreeMap<String, bool> {
+            self.hosts().into_iter().map(|(n, r)| (n, r == Reachability::Reachable)).collect()
+        };
+        let mut last = snapshot();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            let now = snapshot();
+            if now != last {
+                let _ = changed.send(());
+                last = now;
+            }
+        }
     }
 }
 

@@ -124,6 +124,18 @@ impl DockerError {
 /// Result of a Docker call.
 pub type DockerResult<T> = Result<T, DockerError>;
 
+/// Convergent removal: a stop or remove whose object is already gone has done its job.
+pub trait GoneIsDone {
+    /// `Ok` for success and for [`DockerError::NotFound`]; other errors unchanged.
+    fn gone_is_done(self) -> DockerResult<()>;
+}
+
+impl GoneIsDone for DockerResult<()> {
+    fn gone_is_done(self) -> DockerResult<()> {
+        self.or_else(|e| if e.is_not_found() { Ok(()) } else { Err(e) })
+    }
+}
+
 /// Facts of a daemon, for Host status.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct DaemonFacts {

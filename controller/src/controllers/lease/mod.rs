@@ -32,7 +32,7 @@ pub mod status;
 pub mod tasks;
 pub mod worker;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -76,7 +76,6 @@ use crate::controllers::stack::events::{Note, Notify};
 use crate::controllers::stack::references::FetchedReferences;
 use crate::controllers::stack::retry::Retries;
 use crate::docker::{ContainerState, LabelFilter};
-use crate::metrics::KindLabels;
 
 /// Finalizer that keeps a deleted Lease until its containers are gone from its host.
 pub const FINALIZER: &str = "berth.dev/lease-cleanup";
@@ -273,7 +272,7 @@ pub async fn run(ctx: Arc<Context>, options: LeaseControllerOptions, shutdown: C
     background.push(tokio::spawn(sync_host_allocations(lc.clone(), shutdown.clone())));
     background.push(tokio::spawn(reap_retained_volumes(lc.clone(), shutdown.clone())));
     let (all_tx, all_rx) = mpsc::unbounded_channel::<()>();
-    background.push(tokio::spawn(watch_reachability(ctx.clone(), all_tx.clone(), shutdown.clone())));
+    background.push(tokio::spawn(ctx.pool.clone().watch_reachability(all_tx.clone(), shutdown.clone())));
     let docker_events = owner_event_refs(lc.clone(), all_tx);
 
     let all_leases = leases.clone();
@@ -341,43 +340,15 @@ fn owner_event_refs(
     })
 }
 
-/// Triggers every Lease when a host's reachability changes.
-async fn watch_reachability(ctx: Arc<Context>, all: mpsc::UnboundedSender<()>, shutdown: CancellationToken) {
-    let snapshot = |ctx: &Context| -> BTreeMap<String, bool> {
-        ctx.pool.hosts().into_iter().map(|(n, r)| (n, r == Reachability::Reachable)).collect()
-    };
-    let mut last = snapshot(&ctx);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-        let now = snapshot(&ctx);
-        if now != last {
-            let _ = all.send(());
-            last = now;
-        }
-    }
-}
-
 async fn reconcile(lease: Arc<Lease>, lc: Arc<LeaseController>) -> Result<Requeue, LeaseError> {
-    let labels = KindLabels { kind: "Lease".into() };
-    lc.ctx.metrics.reconciles.get_or_create(&labels).inc();
-    let started = Instant::now();
     let api: Api<Lease> = Api::namespaced(lc.ctx.client.clone(), lease.namespace_or_default());
-    let result = finalizer(&api, FINALIZER, lease, |event| async {
+    let run = finalizer(&api, FINALIZER, lease, |event| async {
         match event {
             FinalizerEvent::Apply(l) => lc.apply(&l).await,
             FinalizerEvent::Cleanup(l) => lc.cleanup(&l).await,
         }
-    })
-    .await
-    .map_err(|e| LeaseError::Finalizer(Box::new(e)));
-    lc.ctx.metrics.reconcile_seconds.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
-    if result.is_err() {
-        lc.ctx.metrics.reconcile_errors.get_or_create(&labels).inc();
-    }
-    result
+    });
+    lc.ctx.metrics.observe_reconcile("Lease", run).await.map_err(|e| LeaseError::Finalizer(Box::new(e)))
 }
 
 fn error_policy(lease: Arc<Lease>, err: &LeaseError, lc: Arc<LeaseController>) -> Requeue {

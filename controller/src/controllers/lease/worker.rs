@@ -28,8 +28,8 @@ use crate::controllers::stack::events::{Note, Notify};
 use crate::controllers::stack::executor::PullTracker;
 use crate::controllers::stack::render::redact;
 use crate::docker::{
-    ContainerDetails, ContainerSpec, ContainerState, ContainerSummary, DockerError, HealthState, LabelFilter,
-    LogOptions, Mount, PullProgress, VolumeSpec, VolumeSummary,
+    ContainerDetails, ContainerSpec, ContainerState, ContainerSummary, DockerError, GoneIsDone, HealthState,
+    LabelFilter, LogOptions, Mount, PullProgress, VolumeSpec, VolumeSummary,
 };
 
 /// Log lines kept in diagnostics.
@@ -322,7 +322,7 @@ impl Worker<'_> {
                     .docker
                     .remove_container(&c.id, true)
                     .await
-                    .or_else(|e| if e.is_not_found() { Ok(()) } else { Err(e) })
+                    .gone_is_done()
                     .map_err(|e| self.docker_err(&format!("removing outdated container {}", c.name), &e))?;
             }
             match self.host.docker.create_container(spec).await {
@@ -775,7 +775,7 @@ impl Worker<'_> {
                 .docker
                 .remove_volume(&old.name)
                 .await
-                .or_else(|e| if e.is_not_found() { Ok(()) } else { Err(e) })
+                .gone_is_done()
                 .map_err(|e| self.docker_err(&format!("removing adopted volume {}", old.name), &e))?;
         }
         self.host.invalidate();
@@ -810,7 +810,7 @@ impl Worker<'_> {
                 .docker
                 .stop_container(&c.id, Some(super::render::STOP_TIMEOUT_SECONDS))
                 .await
-                .or_else(|e| if e.is_not_found() { Ok(()) } else { Err(e) })
+                .gone_is_done()
                 .map_err(|e| self.docker_err(&format!("stopping container {}", c.name), &e))
         });
         for r in futures::future::join_all(stops).await {
@@ -848,7 +848,7 @@ impl Worker<'_> {
                 .docker
                 .remove_container(&c.id, true)
                 .await
-                .or_else(|e| if e.is_not_found() { Ok(()) } else { Err(e) })
+                .gone_is_done()
                 .map_err(|e| self.docker_err(&format!("removing container {}", c.name), &e))?;
         }
         for v in &volumes {
@@ -856,7 +856,7 @@ impl Worker<'_> {
                 .docker
                 .remove_volume(&v.name)
                 .await
-                .or_else(|e| if e.is_not_found() { Ok(()) } else { Err(e) })
+                .gone_is_done()
                 .map_err(|e| self.docker_err(&format!("removing volume {}", v.name), &e))?;
         }
         self.host.invalidate();

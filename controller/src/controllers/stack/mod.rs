@@ -34,10 +34,10 @@ pub mod render;
 pub mod retry;
 pub mod status;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use berth_crds::Stack;
 use berth_crds::common::RetryStatus;
@@ -72,7 +72,6 @@ use crate::controllers::context::Context;
 use crate::controllers::pool::HostHandle;
 use crate::controllers::recorder::NoteRecorder;
 use crate::docker::{TlsFiles, local_endpoint};
-use crate::metrics::KindLabels;
 
 /// Finalizer that keeps a deleted Stack until its containers are gone from every host.
 pub const FINALIZER: &str = "berth.dev/stack-cleanup";
@@ -199,7 +198,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
         .touched_objects();
     let (hosts, host_writer) = reflector::store::<Host>();
     // Only what can change a selection matters (Host status is written all the time; a Host
-    // that goes away leaves the pool, which `watch_reachability` notices).
+    // that goes away leaves the pool, which `HostPool::watch_reachability` notices).
     let host_labels = |h: &Host| {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         h.metadata.uid.hash(&mut hasher);
@@ -228,7 +227,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     });
 
     let (all_tx, all_rx) = mpsc::unbounded_channel::<()>();
-    let watcher_task = tokio::spawn(watch_reachability(ctx.clone(), all_tx.clone(), shutdown.clone()));
+    let watcher_task = tokio::spawn(ctx.pool.clone().watch_reachability(all_tx.clone(), shutdown.clone()));
     let docker_events = owner_event_refs(sc.clone(), all_tx);
 
     let (s1, s2, s3) = (stacks.clone(), stacks.clone(), stacks.clone());
@@ -316,44 +315,15 @@ fn relevant_event(kind: &str, action: &str) -> bool {
     }
 }
 
-/// Triggers every Stack when a host's reachability changes: a host that answers again is
-/// caught up at once, one that stops answering shows `Unreachable` at once.
-async fn watch_reachability(ctx: Arc<Context>, all: mpsc::UnboundedSender<()>, shutdown: CancellationToken) {
-    let snapshot = |ctx: &Context| -> BTreeMap<String, bool> {
-        ctx.pool.hosts().into_iter().map(|(n, r)| (n, r == crate::controllers::pool::Reachability::Reachable)).collect()
-    };
-    let mut last = snapshot(&ctx);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-        let now = snapshot(&ctx);
-        if now != last {
-            let _ = all.send(());
-            last = now;
-        }
-    }
-}
-
 async fn reconcile(stack: Arc<Stack>, sc: Arc<StackController>) -> Result<Requeue, StackError> {
-    let labels = KindLabels { kind: "Stack".into() };
-    sc.ctx.metrics.reconciles.get_or_create(&labels).inc();
-    let started = Instant::now();
     let api: Api<Stack> = Api::namespaced(sc.ctx.client.clone(), stack.namespace_or_default());
-    let result = finalizer(&api, FINALIZER, stack, |event| async {
+    let run = finalizer(&api, FINALIZER, stack, |event| async {
         match event {
             FinalizerEvent::Apply(s) => sc.apply(&s).await,
             FinalizerEvent::Cleanup(s) => sc.cleanup(&s).await,
         }
-    })
-    .await
-    .map_err(|e| StackError::Finalizer(Box::new(e)));
-    sc.ctx.metrics.reconcile_seconds.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
-    if result.is_err() {
-        sc.ctx.metrics.reconcile_errors.get_or_create(&labels).inc();
-    }
-    result
+    });
+    sc.ctx.metrics.observe_reconcile("Stack", run).await.map_err(|e| StackError::Finalizer(Box::new(e)))
 }
 
 fn error_policy(stack: Arc<Stack>, err: &StackError, sc: Arc<StackController>) -> Requeue {

@@ -244,39 +244,25 @@ fn every_phase_plans_what_the_controller_does_next() {
     // Pending: placed on the least-loaded host, then release 1 provisioned there.
     let mut case = base(Some(status(LeasePhase::Pending)));
     case.listing = Some(HostSnapshot::default());
-    row(
-        "pending, room on two hosts",
-        case.clone(),
-        &[
-            "not converged",
-            "! 1 NotPlaced",
-            "host local",
-            "  > place 1 NotPlaced",
-            "  > provision 1 NotProvisioned r1",
-            "  > ensureImage 1 NotProvisioned busybox",
-            "  > createNetwork 1 NotProvisioned berth-test-tenant-acme",
-            "  > createVolume 1 NotProvisioned lease.previews.pr-1.web-0.data",
-            &format!("  > create 1 NotProvisioned {} r1", c("web", 1)),
-            &format!("  > create 1 NotProvisioned {} r1", c("worker", 1)),
-        ],
+    let (create_web, create_worker) = (
+        format!("  > create 1 NotProvisioned {} r1", c("web", 1)),
+        format!("  > create 1 NotProvisioned {} r1", c("worker", 1)),
     );
+    let unplaced = [
+        "not converged",
+        "! 1 NotPlaced",
+        "host local",
+        "  > place 1 NotPlaced",
+        "  > provision 1 NotProvisioned r1",
+        "  > ensureImage 1 NotProvisioned busybox",
+        "  > createNetwork 1 NotProvisioned berth-test-tenant-acme",
+        "  > createVolume 1 NotProvisioned lease.previews.pr-1.web-0.data",
+        &create_web,
+        &create_worker,
+    ];
+    row("pending, room on two hosts", case.clone(), &unplaced);
     case.lease.status = None;
-    row(
-        "not yet seen by the controller: the same",
-        case,
-        &[
-            "not converged",
-            "! 1 NotPlaced",
-            "host local",
-            "  > place 1 NotPlaced",
-            "  > provision 1 NotProvisioned r1",
-            "  > ensureImage 1 NotProvisioned busybox",
-            "  > createNetwork 1 NotProvisioned berth-test-tenant-acme",
-            "  > createVolume 1 NotProvisioned lease.previews.pr-1.web-0.data",
-            &format!("  > create 1 NotProvisioned {} r1", c("web", 1)),
-            &format!("  > create 1 NotProvisioned {} r1", c("worker", 1)),
-        ],
-    );
+    row("not yet seen by the controller: the same", case, &unplaced);
     let mut case = base(Some(status(LeasePhase::Pending)));
     case.candidates[0].allocated.cpus = 1.5;
     case.candidates[1].cordoned = true;
