@@ -237,7 +237,7 @@ fn restore_causes(store: &dyn Store, lease: &Lease) -> Result<Vec<Cause>, ApiErr
     let key =
         ObjectKey { resource: leases_ref(), namespace: lease.namespace_or_default().to_string(), name: source.clone() };
     let Some(stored) = store.get(&key).map_err(store_error)? else { return Ok(Vec::new()) };
-    let value = &stored.value;
+    let value = &stored.value();
     let tenant = value.pointer("/spec/tenant").and_then(Value::as_str).unwrap_or("");
     let mut causes = Vec::new();
     if tenant != lease.spec.tenant {
@@ -324,8 +324,9 @@ fn tenant_usage_except(
         .items
         .iter()
         .filter(|o| !(o.key.namespace == namespace && o.key.name == name))
-        .filter(|o| o.value.pointer("/spec/tenant").and_then(Value::as_str) == Some(tenant))
-        .fold(TenantUsage::default(), |acc, o| acc.plus(lease_usage(config, &o.value))))
+        .map(|o| o.value())
+        .filter(|v| v.pointer("/spec/tenant").and_then(Value::as_str) == Some(tenant))
+        .fold(TenantUsage::default(), |acc, v| acc.plus(lease_usage(config, &v))))
 }
 
 fn format_cpus(c: f64) -> String {

@@ -5,7 +5,8 @@
 //!
 //! Run: `cargo run --release -p berth-bench --bin api-bench` (writes its section of
 //! docs/benchmarks.md). Needs Debian's `etcd-server` (`apt-get install etcd-server`) and curl.
-//! `-- --writes N` measures only the durable writes at N clients and writes nothing.
+//! `-- --writes N [ROUNDS]` measures only the durable writes at N clients (ROUNDS times, berth and
+//! etcd in turn) and writes nothing.
 
 use std::collections::HashMap;
 use std::net::TcpListener;
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use base64::Engine;
-use berth_bench::{Server, machine, ms, now_utc, percentile, rss_mib, write_section};
+use berth_bench::{Server, cpu_seconds, machine, ms, now_utc, percentile, rss_mib, write_section};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
@@ -168,6 +169,30 @@ fn start_etcd() -> anyhow::Result<Etcd> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Runs a throughput measurement; returns its rate and the CPU time per operation of process
+/// `pid` (the server) and of this one (the clients), user + system, as text.
+async fn with_cpu(
+    pid: &str,
+    run: impl std::future::Future<Output = anyhow::Result<f64>>,
+) -> anyhow::Result<(f64, String)> {
+    let (server0, client0) = (cpu_seconds(pid)?, cpu_seconds("self")?);
+    let start = Instant::now();
+    let rate = run.await?;
+    let ops = rate * start.elapsed().as_secs_f64();
+    let (server1, client1) = (cpu_seconds(pid)?, cpu_seconds("self")?);
+    let us = |a: f64, b: f64| (b - a) * 1e6 / ops;
+    Ok((
+        rate,
+        format!(
+            "server {:.0}+{:.0} µs, clients {:.0}+{:.0} µs per op",
+            us(server0.0, server1.0),
+            us(server0.1, server1.1),
+            us(client0.0, client1.0),
+            us(client0.1, client1.1)
+        ),
+    ))
 }
 
 /// etcd's HTTP/JSON gateway (`POST /v3/kv/put`), over HTTP/1.1 as the berth clients.
@@ -386,17 +411,28 @@ async fn main() -> anyhow::Result<()> {
     let server = Server::start(&["--no-controllers", "--no-tls"])?;
     let etcd = start_etcd()?;
 
-    // `api-bench --writes N`: only the durable writes at N clients, berth and etcd gRPC in turn
-    // three times, printed and not written to the docs (for trying a change to the write path).
+    // `api-bench --writes N [ROUNDS]`: only the durable writes at N clients, berth and etcd gRPC
+    // in turn ROUNDS times (3 by default), printed and not written to the docs (for trying a change to the write path).
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if let [flag, n] = args.as_slice()
+    if let [flag, n, rest @ ..] = args.as_slice()
         && flag == "--writes"
     {
         let clients: usize = n.parse().context("--writes takes a number of clients")?;
-        for round in 0..3 {
-            let berth = berth_creates(&server, clients, &format!("try-b{round}")).await?;
-            let grpc = etcd_grpc_puts(&etcd, clients, &format!("try-g{round}")).await?;
-            println!("{clients} clients: berth {berth:.0}/s, etcd gRPC {grpc:.0}/s, ratio {:.2}", berth / grpc);
+        let rounds: usize = match rest {
+            [] => 3,
+            [r] => r.parse().context("--writes N [ROUNDS]: ROUNDS is a number")?,
+            _ => bail!("usage: api-bench [--writes CLIENTS [ROUNDS]]"),
+        };
+        let (server_pid, etcd_pid) = (server.child.id().to_string(), etcd.child.id().to_string());
+        for round in 0..rounds {
+            let (berth, berth_cpu) =
+                with_cpu(&server_pid, berth_creates(&server, clients, &format!("try-b{round}"))).await?;
+            let (grpc, etcd_cpu) =
+                with_cpu(&etcd_pid, etcd_grpc_puts(&etcd, clients, &format!("try-g{round}"))).await?;
+            println!(
+                "{clients} clients: berth {berth:.0}/s ({berth_cpu}), etcd gRPC {grpc:.0}/s ({etcd_cpu}), ratio {:.2}",
+                berth / grpc
+            );
         }
         return Ok(());
     }

@@ -25,7 +25,7 @@ pub async fn collect_once(store: &dyn Store, ttl: Duration, now: jiff::Timestamp
     let cutoff = now.as_second() - ttl.as_secs() as i64;
     let mut deleted = 0;
     for ev in list.items {
-        let expired = last_observed(&ev.value).is_none_or(|t| t.as_second() < cutoff);
+        let expired = last_observed(&ev.value()).is_none_or(|t| t.as_second() < cutoff);
         if !expired {
             continue;
         }

@@ -419,7 +419,7 @@ pub async fn get(state: &ApiState, t: &Target, q: &Query, headers: &HeaderMap) -
     let obj = obj.ok_or_else(|| ApiError::not_found(&t.info.group, &t.info.plural, name))?;
     if wants_table(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok())) {
         let include = IncludeObject::parse(q.get("includeObject"));
-        let tbl = table(&t.info, std::iter::once(&*obj.value), include, obj.resource_version, None, true);
+        let tbl = table(&t.info, std::iter::once(&obj.value()), include, obj.resource_version, None, true);
         return Ok(value_response(StatusCode::OK, &tbl, &[]));
     }
     Ok(stored_response(StatusCode::OK, &obj, &[]))
@@ -434,7 +434,7 @@ pub async fn list(state: &ApiState, t: &Target, q: &Query, headers: &HeaderMap) 
         let include = IncludeObject::parse(q.get("includeObject"));
         let tbl = table(
             &t.info,
-            result.items.iter().map(|o| &*o.value),
+            result.items.iter().map(|o| o.value()).collect::<Vec<_>>().iter(),
             include,
             result.resource_version,
             result.continue_token.as_deref(),
@@ -524,24 +524,25 @@ async fn write_update(
     let info = &t.info;
     let name = t.name.clone().unwrap_or_default();
     let is_status = t.subresource.as_deref() == Some("status");
+    let old_value = old.value();
     let mut new = if is_status {
-        prepare_status_update(&old.value, &desired)
+        prepare_status_update(&old_value, &desired)
     } else {
-        prepare_main_update(info, &old.value, desired)?
+        prepare_main_update(info, &old_value, desired)?
     };
     let unknown = validate_object_value(info, &mut new, q.field_validation()?)?;
     // Held until the update is stored (quotas count what is stored); a status write is not
     // admitted by the policy and only ever frees quota.
     let _ordered = if is_status { None } else { state.policy.serialize(info, &new).await };
     if !is_status {
-        bump_generation(&old.value, &mut new);
+        bump_generation(&old_value, &mut new);
         state
             .policy
             .admit(&AdmissionRequest {
                 resource: info,
                 operation: Operation::Update,
                 object: &new,
-                old: Some(&old.value),
+                old: Some(&old_value),
                 store: &*state.store,
             })
             .await?;
@@ -560,7 +561,7 @@ async fn write_update(
             .map_err(|e| t.err(e, &name))?;
         return Ok((StatusCode::OK, Some(deleted), warnings));
     }
-    if same_ignoring_rv(&new, &old.value) || dry_run {
+    if same_ignoring_rv(&new, &old_value) || dry_run {
         return Ok((StatusCode::OK, Some(old.clone()), warnings));
     }
     let stored = state
@@ -648,7 +649,7 @@ pub async fn patch(state: &ApiState, t: &Target, q: &Query, headers: &HeaderMap,
             }
             return Err(ApiError::not_found(&info.group, &info.plural, &name));
         };
-        let mut desired = (*old.value).clone();
+        let mut desired = old.value();
         match &apply_config {
             Some(cfg) => {
                 check_type_meta(info, &mut cfg.clone())?;
@@ -729,15 +730,16 @@ async fn delete_one(
         {
             return Err(ApiError::conflict(&info.group, &info.plural, name));
         }
+        let old_value = old.value();
         if let Some(uid) = pre_uid
-            && meta_str(&old.value, "uid") != Some(uid)
+            && meta_str(&old_value, "uid") != Some(uid)
         {
             return Err(ApiError::conflict(&info.group, &info.plural, name));
         }
         if dry_run {
             return Ok(old);
         }
-        if finalizers(&old.value).is_empty() {
+        if finalizers(&old_value).is_empty() {
             match state.store.delete(&t.key(name), Precondition::ResourceVersion(old.resource_version)).await {
                 Ok(deleted) => return Ok(deleted),
                 // Changed since read: a delete without preconditions tries again on the new state.
@@ -748,10 +750,10 @@ async fn delete_one(
                 Err(e) => return Err(t.err(e, name)),
             }
         }
-        if old.value.pointer("/metadata/deletionTimestamp").is_some() {
+        if old_value.pointer("/metadata/deletionTimestamp").is_some() {
             return Ok(old);
         }
-        let mut marked = (*old.value).clone();
+        let mut marked = old_value;
         {
             let meta = meta_mut(&mut marked);
             meta.insert("deletionTimestamp".into(), json!(now_rfc3339()));
@@ -794,7 +796,7 @@ pub async fn delete_collection(state: &ApiState, t: &Target, q: &Query, body: &[
             subresource: None,
         };
         match delete_one(state, &sub, &obj.key.name, None, None, dry_run).await {
-            Ok(o) => items.push((*o.value).clone()),
+            Ok(o) => items.push(o.value()),
             Err(ApiError::NotFound { .. }) => {}
             Err(e) => return Err(e),
         }

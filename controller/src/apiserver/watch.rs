@@ -38,10 +38,10 @@ impl Render {
             // Kubernetes sends column definitions on the first event of a stream only.
             let first = !self.headers_sent.swap(true, std::sync::atomic::Ordering::Relaxed);
             let mut t = table(&self.info, std::iter::empty(), self.include, obj.resource_version, None, first);
-            t["rows"] = json!([row(&self.info, &obj.value, self.include)]);
+            t["rows"] = json!([row(&self.info, &obj.value(), self.include)]);
             t
         } else {
-            (*obj.value).clone()
+            obj.value()
         }
     }
 

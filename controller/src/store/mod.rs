@@ -47,6 +47,11 @@ pub struct ObjectKey {
 
 /// One stored object as readers see it. Cloning is cheap (reference counts only), so lists of
 /// thousands of objects cost no copying.
+///
+/// The object is held as its JSON only: a parsed `serde_json::Value` tree takes several times
+/// the memory of its text (about 10 KiB against 1.2 KiB for a two-service Stack), and every
+/// object of the store is held in memory. Reads are served from the bytes as they are; the few
+/// callers that look inside an object parse it with [`StoredObject::value`].
 #[derive(Debug, Clone)]
 pub struct StoredObject {
     /// Where it lives.
@@ -54,12 +59,19 @@ pub struct StoredObject {
     /// The `resourceVersion` of the write that produced this state (for a DELETED event: of the
     /// deletion).
     pub resource_version: u64,
-    /// The object, with `metadata.resourceVersion` set to [`Self::resource_version`].
-    pub value: Arc<serde_json::Value>,
-    /// [`Self::value`] serialized as JSON, ready to be sent as it is.
+    /// The object serialized as JSON, with `metadata.resourceVersion` set to
+    /// [`Self::resource_version`], ready to be sent as it is.
     pub bytes: bytes::Bytes,
     /// `metadata.labels`, for selectors.
     pub labels: Arc<BTreeMap<String, String>>,
+}
+
+impl StoredObject {
+    /// The object, parsed from [`Self::bytes`] (a new tree on each call).
+    pub fn value(&self) -> serde_json::Value {
+        // The bytes are either serde_json's own output or were parsed when the store loaded them.
+        serde_json::from_slice(&self.bytes).expect("a stored object's bytes are valid JSON")
+    }
 }
 
 /// What happened to an object.

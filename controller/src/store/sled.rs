@@ -8,7 +8,8 @@
 //! of its log, so after a crash the store holds every change up to some `resourceVersion` and
 //! none after it.
 //!
-//! In memory: every object, indexed by resource, namespace and name (loaded at open), serving
+//! In memory: every object as its JSON bytes and labels (not as a parsed tree, which costs
+//! several times the memory), indexed by resource, namespace and name (loaded at open), serving
 //! `get` and `list` without touching sled; the watch history; the live watchers.
 //!
 //! A write, under one lock: checks its preconditions against the latest state (including writes
@@ -251,13 +252,7 @@ fn stored(key: Arc<ObjectKey>, resource_version: u64, mut value: Value) -> Resul
     meta.insert("resourceVersion".into(), Value::String(resource_version.to_string()));
     let bytes =
         serde_json::to_vec(&value).map_err(|source| StoreError::Encode { key: (*key).clone().into(), source })?;
-    Ok(StoredObject {
-        labels: Arc::new(labels_of(&value)),
-        key,
-        resource_version,
-        value: Arc::new(value),
-        bytes: bytes.into(),
-    })
+    Ok(StoredObject { labels: Arc::new(labels_of(&value)), key, resource_version, bytes: bytes.into() })
 }
 
 /// Reads one object record back.
@@ -274,7 +269,6 @@ fn load(raw_key: &[u8], raw_value: &[u8]) -> Result<StoredObject, StoreError> {
         labels: Arc::new(labels_of(&value)),
         key: Arc::new(key),
         resource_version,
-        value: Arc::new(value),
         bytes: bytes::Bytes::copy_from_slice(raw_value),
     })
 }
@@ -289,7 +283,8 @@ fn check_precondition(key: &ObjectKey, current: &StoredObject, pre: &Preconditio
             actual: format!("resourceVersion {}", current.resource_version),
         }),
         Precondition::Uid(uid) => {
-            let actual = current.value.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("");
+            let current = current.value();
+            let actual = current.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("");
             if actual == uid {
                 Ok(())
             } else {
@@ -513,7 +508,7 @@ impl SledStore {
                 Change::Delete(pre) => {
                     let current = current.ok_or_else(|| StoreError::NotFound { key: key.clone().into() })?;
                     check_precondition(key, &current, &pre)?;
-                    let object = stored(current.key.clone(), rv, (*current.value).clone())?;
+                    let object = stored(current.key.clone(), rv, current.value())?;
                     WatchEvent { type_: WatchEventType::Deleted, object, previous: Some(current), resource_version: rv }
                 }
             };

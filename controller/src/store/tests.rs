@@ -61,9 +61,11 @@ async fn create_get_update_delete() {
 
     let created = store.create(&key("default", "web"), obj("web", &[("app", "web")])).await.unwrap();
     assert_eq!(created.resource_version, 1);
-    assert_eq!(created.value["metadata"]["resourceVersion"], "1");
+    let mut expected = obj("web", &[("app", "web")]);
+    expected["metadata"]["resourceVersion"] = json!("1");
     let served: Value = serde_json::from_slice(&created.bytes).unwrap();
-    assert_eq!(served, *created.value, "bytes are the serialized object, resourceVersion included");
+    assert_eq!(served, expected, "bytes are the object as given, with its resourceVersion");
+    assert_eq!(created.value(), expected);
     assert_eq!(created.labels.get("app").map(String::as_str), Some("web"));
     assert_eq!(store.current_resource_version(), 1);
 
@@ -75,12 +77,12 @@ async fn create_get_update_delete() {
     changed["spec"]["image"] = json!("busybox:2");
     let updated = store.update(&key("default", "web"), changed, Precondition::ResourceVersion(1)).await.unwrap();
     assert_eq!(updated.resource_version, 2);
-    assert_eq!(store.get(&key("default", "web")).unwrap().unwrap().value["spec"]["image"], "busybox:2");
+    assert_eq!(store.get(&key("default", "web")).unwrap().unwrap().value()["spec"]["image"], "busybox:2");
 
     let deleted = store.delete(&key("default", "web"), Precondition::None).await.unwrap();
     assert_eq!(deleted.resource_version, 3, "a deletion returns the object with the deletion's version");
-    assert_eq!(deleted.value["metadata"]["resourceVersion"], "3");
-    assert_eq!(deleted.value["spec"]["image"], "busybox:2");
+    assert_eq!(deleted.value()["metadata"]["resourceVersion"], "3");
+    assert_eq!(deleted.value()["spec"]["image"], "busybox:2");
     assert!(store.get(&key("default", "web")).unwrap().is_none());
     assert_eq!(store.current_resource_version(), 3);
 
@@ -236,7 +238,7 @@ async fn paging_with_continue_is_a_consistent_snapshot() {
     assert_eq!(names(&second.items), ["a/o4", "b/o5", "b/o6", "b/o7"], "the first page's snapshot");
     assert_eq!(second.resource_version, snapshot, "every page reports the first page's version");
     assert_eq!(second.remaining_item_count, Some(2));
-    assert!(!second.items[3].value["metadata"]["labels"].as_object().unwrap().contains_key("changed"));
+    assert!(!second.items[3].value()["metadata"]["labels"].as_object().unwrap().contains_key("changed"));
     let third = store
         .list(
             &stacks(),
@@ -311,7 +313,7 @@ async fn watch_delivers_changes_in_order_with_deletion_versions() {
     let described: Vec<String> = seen.iter().map(describe).collect();
     assert_eq!(described, ["ADDED a/x 1", "MODIFIED a/x 2", "ADDED b/y 3", "DELETED a/x 4"]);
     let deleted = &seen[3];
-    assert_eq!(deleted.object.value["metadata"]["resourceVersion"], "4");
+    assert_eq!(deleted.object.value()["metadata"]["resourceVersion"], "4");
     assert_eq!(deleted.object.labels.get("l").map(String::as_str), Some("1"), "the last state");
     assert_eq!(deleted.previous.as_ref().map(|p| p.resource_version), Some(2));
     assert_eq!(seen[1].previous.as_ref().map(|p| p.resource_version), Some(1));
