@@ -6,8 +6,7 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use base64::Engine;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::errors::{ApiError, Cause};
 use super::registry::ResourceInfo;
@@ -22,201 +21,14 @@ pub struct SchemaOutcome {
     pub unknown_fields: Vec<String>,
 }
 
-fn cause(reason: &str, field: &str, message: impl Into<String>) -> Cause {
+pub(super) fn cause(reason: &str, field: &str, message: impl Into<String>) -> Cause {
     Cause { reason: reason.to_string(), field: field.to_string(), message: message.into() }
 }
 
-fn join(path: &str, key: &str) -> String {
-    if path.is_empty() { key.to_string() } else { format!("{path}.{key}") }
-}
-
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
-}
-
 /// A short rendering of a value for messages (never used for Secret data).
-fn show(v: &Value) -> String {
+pub(super) fn show(v: &Value) -> String {
     let s = v.to_string();
     if s.len() > 60 { format!("{}…", &s[..57.min(s.len())]) } else { s }
-}
-
-/// Validates `value` against a structural schema, removing unknown fields and nulls of
-/// non-nullable fields (as Kubernetes prunes them). `path` is the field path of `value`.
-pub fn validate_and_prune(schema: &Value, value: &mut Value, path: &str, out: &mut SchemaOutcome) {
-    let preserve = schema.get("x-kubernetes-preserve-unknown-fields").and_then(Value::as_bool).unwrap_or(false);
-    let int_or_string = schema.get("x-kubernetes-int-or-string").and_then(Value::as_bool).unwrap_or(false);
-    if int_or_string {
-        if !(value.is_string() || value.is_i64() || value.is_u64()) {
-            out.errors.push(cause(
-                "FieldValueTypeInvalid",
-                path,
-                format!("Invalid value: {}: must be an integer or a string", show(value)),
-            ));
-        }
-        return;
-    }
-    let Some(expected) = schema.get("type").and_then(Value::as_str) else {
-        // No type: only possible with preserve-unknown-fields; accept as is.
-        return;
-    };
-    let type_ok = match (expected, &*value) {
-        ("object", Value::Object(_)) | ("array", Value::Array(_)) | ("string", Value::String(_)) => true,
-        ("boolean", Value::Bool(_)) => true,
-        ("integer", Value::Number(n)) => n.is_i64() || n.is_u64(),
-        ("number", Value::Number(_)) => true,
-        _ => false,
-    };
-    if !type_ok {
-        out.errors.push(cause(
-            "FieldValueTypeInvalid",
-            path,
-            format!("Invalid value: {}: {path} must be of type {expected}, not {}", show(value), type_name(value)),
-        ));
-        return;
-    }
-    if let Some(options) = schema.get("enum").and_then(Value::as_array)
-        && !options.contains(value)
-    {
-        let supported: Vec<String> = options.iter().map(|o| o.to_string()).collect();
-        out.errors.push(cause(
-            "FieldValueNotSupported",
-            path,
-            format!("Unsupported value: {}: supported values: {}", show(value), supported.join(", ")),
-        ));
-    }
-    match value {
-        Value::Object(map) => validate_object(schema, map, path, preserve, out),
-        Value::Array(items) => {
-            if let Some(item_schema) = schema.get("items") {
-                for (i, item) in items.iter_mut().enumerate() {
-                    let p = format!("{path}[{i}]");
-                    if item.is_null() && !nullable(item_schema) {
-                        out.errors.push(cause("FieldValueRequired", &p, "Required value: list items must not be null"));
-                        continue;
-                    }
-                    validate_and_prune(item_schema, item, &p, out);
-                }
-            }
-        }
-        Value::String(s) => check_string_format(schema, s, path, out),
-        Value::Number(n) => check_number(schema, n, path, out),
-        _ => {}
-    }
-}
-
-fn nullable(schema: &Value) -> bool {
-    schema.get("nullable").and_then(Value::as_bool).unwrap_or(false)
-}
-
-fn validate_object(schema: &Value, map: &mut Map<String, Value>, path: &str, preserve: bool, out: &mut SchemaOutcome) {
-    let properties = schema.get("properties").and_then(Value::as_object);
-    let additional = schema.get("additionalProperties");
-    let keys: Vec<String> = map.keys().cloned().collect();
-    for key in keys {
-        let child_path = match (properties.is_some(), additional) {
-            (false, Some(_)) => format!("{path}[{key}]"),
-            _ => join(path, &key),
-        };
-        let child_schema = properties.and_then(|p| p.get(&key)).or(match additional {
-            Some(Value::Object(_)) => additional,
-            _ => None,
-        });
-        match child_schema {
-            Some(cs) => {
-                let is_null = map.get(&key).is_some_and(Value::is_null);
-                if is_null {
-                    if !nullable(cs) {
-                        map.remove(&key);
-                    }
-                    continue;
-                }
-                if let Some(v) = map.get_mut(&key) {
-                    validate_and_prune(cs, v, &child_path, out);
-                }
-            }
-            None => {
-                let allowed = preserve || matches!(additional, Some(Value::Bool(true)));
-                if !allowed {
-                    map.remove(&key);
-                    out.unknown_fields.push(child_path);
-                }
-            }
-        }
-    }
-    // Defaulting, as Kubernetes does for structural schemas: a property with a `default` that is
-    // absent (or was a pruned null) gets it, so every writer stores the same normal form and a
-    // client that round-trips a typed object does not look like it changed the spec.
-    if let Some(props) = properties {
-        for (key, prop) in props {
-            if let Some(default) = prop.get("default")
-                && !map.contains_key(key)
-            {
-                map.insert(key.clone(), default.clone());
-            }
-        }
-    }
-    if let Some(required) = schema.get("required").and_then(Value::as_array) {
-        for r in required.iter().filter_map(Value::as_str) {
-            if !map.contains_key(r) {
-                out.errors.push(cause("FieldValueRequired", &join(path, r), "Required value"));
-            }
-        }
-    }
-}
-
-fn check_string_format(schema: &Value, s: &str, path: &str, out: &mut SchemaOutcome) {
-    match schema.get("format").and_then(Value::as_str) {
-        Some("date-time") if s.parse::<jiff::Timestamp>().is_err() => out.errors.push(cause(
-            "FieldValueInvalid",
-            path,
-            format!("Invalid value: {s:?}: {path} must be an RFC 3339 date-time, e.g. 2026-11-23T10:00:00Z"),
-        )),
-        Some("byte") if base64::engine::general_purpose::STANDARD.decode(s).is_err() => out.errors.push(cause(
-            "FieldValueInvalid",
-            path,
-            // Never echo the value: this format is used for Secret data.
-            format!("Invalid value: {path} must be base64-encoded"),
-        )),
-        _ => {}
-    }
-    if let Some(max) = schema.get("maxLength").and_then(Value::as_u64)
-        && s.chars().count() as u64 > max
-    {
-        out.errors.push(cause("FieldValueTooLong", path, format!("Too long: may not be longer than {max}")));
-    }
-}
-
-fn check_number(schema: &Value, n: &serde_json::Number, path: &str, out: &mut SchemaOutcome) {
-    let Some(v) = n.as_f64() else { return };
-    if let Some(min) = schema.get("minimum").and_then(Value::as_f64)
-        && v < min
-    {
-        out.errors.push(cause(
-            "FieldValueInvalid",
-            path,
-            format!("Invalid value: {n}: must be greater than or equal to {min}"),
-        ));
-    }
-    if let Some(max) = schema.get("maximum").and_then(Value::as_f64)
-        && v > max
-    {
-        out.errors.push(cause(
-            "FieldValueInvalid",
-            path,
-            format!("Invalid value: {n}: must be less than or equal to {max}"),
-        ));
-    }
-    if schema.get("format").and_then(Value::as_str) == Some("int32") && (v < i32::MIN as f64 || v > i32::MAX as f64) {
-        out.errors.push(cause("FieldValueInvalid", path, format!("Invalid value: {n}: must fit in a 32-bit integer")));
-    }
 }
 
 /// Why `key` is not a valid Kubernetes label key, if it isn't.
@@ -404,37 +216,8 @@ pub fn validate_object_value(
 ) -> Result<Vec<String>, ApiError> {
     let mut outcome = SchemaOutcome::default();
     let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
-    if let (Some(root), Some(obj)) =
-        (resource.schema.get("properties").and_then(Value::as_object), object.as_object_mut())
-    {
-        let keys: Vec<String> = obj.keys().cloned().collect();
-        for key in keys {
-            if matches!(key.as_str(), "apiVersion" | "kind" | "metadata") {
-                continue;
-            }
-            match root.get(&key) {
-                Some(schema) => {
-                    if obj.get(&key).is_some_and(Value::is_null) {
-                        obj.remove(&key);
-                        continue;
-                    }
-                    if let Some(v) = obj.get_mut(&key) {
-                        validate_and_prune(schema, v, &key, &mut outcome);
-                    }
-                }
-                None => {
-                    obj.remove(&key);
-                    outcome.unknown_fields.push(key);
-                }
-            }
-        }
-        if let Some(required) = resource.schema.get("required").and_then(Value::as_array) {
-            for r in required.iter().filter_map(Value::as_str) {
-                if !obj.contains_key(r) {
-                    outcome.errors.push(cause("FieldValueRequired", r, "Required value"));
-                }
-            }
-        }
+    if let Some(obj) = object.as_object_mut() {
+        resource.validator().validate_root(obj, &mut outcome);
     }
     if !outcome.unknown_fields.is_empty() && validation == super::query::FieldValidation::Strict {
         let list: Vec<String> = outcome.unknown_fields.iter().map(|f| format!("unknown field {f:?}")).collect();
@@ -469,6 +252,7 @@ mod tests {
     use super::*;
     use crate::apiserver::query::FieldValidation;
     use crate::apiserver::registry::Registry;
+    use crate::apiserver::structural::{Path, Schema};
 
     fn stack() -> Value {
         json!({
@@ -567,6 +351,87 @@ mod tests {
         let err = validate_object_value(&info, &mut secret, FieldValidation::Strict).unwrap_err();
         assert!(!err.status().to_string().contains("hunter2"), "{}", err.status());
         assert!(err.to_string().contains("data[password]"), "{err}");
+    }
+
+    /// Runs the schema walk of `schema` over `value` at path `spec`; returns the pruned and
+    /// defaulted value, the errors as `field: message` and the unknown fields.
+    fn walk(schema: Value, mut value: Value) -> (Value, Vec<String>, Vec<String>) {
+        let mut out = SchemaOutcome::default();
+        Schema::compile(&schema).validate(&mut value, &Path::Root("spec"), &mut out);
+        let errors = out.errors.iter().map(|c| format!("{}: {}: {}", c.reason, c.field, c.message)).collect();
+        (value, errors, out.unknown_fields)
+    }
+
+    #[test]
+    fn the_schema_walk_checks_every_rule_and_names_each_field() {
+        let schema = json!({"type": "object", "required": ["name", "mode"], "properties": {
+            "name": {"type": "string", "maxLength": 5},
+            "mode": {"type": "string", "enum": ["a", "b"], "default": "a"},
+            "when": {"type": "string", "format": "date-time"},
+            "blob": {"type": "string", "format": "byte"},
+            "count": {"type": "integer", "format": "int32", "minimum": 1, "maximum": 10},
+            "ratio": {"type": "number", "nullable": true},
+            "port": {"x-kubernetes-int-or-string": true},
+            "flag": {"type": "boolean"},
+            "items": {"type": "array", "items": {"type": "object", "properties": {"x": {"type": "integer"}}}},
+            "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": true,
+                     "properties": {"known": {"type": "string"}}},
+            "labels": {"type": "object", "additionalProperties": {"type": "string", "maxLength": 2}},
+            "loose": {"type": "object", "additionalProperties": true},
+        }});
+        let (v, errors, unknown) = walk(
+            schema.clone(),
+            json!({"name": "abcdef", "mode": "c", "when": "yesterday", "blob": "%%", "count": 11, "ratio": null,
+                   "port": 1.5, "flag": "yes", "items": [{"x": "1", "y": 2}, null], "extra": {"deep": 1},
+                   "free": {"known": 1, "other": {"a": 1}}, "labels": {"ok": "v", "long": "vvv", "nul": null},
+                   "loose": {"anything": [1]}}),
+        );
+        assert_eq!(
+            errors,
+            [
+                "FieldValueInvalid: spec.blob: Invalid value: spec.blob must be base64-encoded",
+                "FieldValueInvalid: spec.count: Invalid value: 11: must be less than or equal to 10",
+                "FieldValueTypeInvalid: spec.flag: Invalid value: \"yes\": spec.flag must be of type boolean, not string",
+                "FieldValueTypeInvalid: spec.free.known: Invalid value: 1: spec.free.known must be of type string, not integer",
+                "FieldValueTypeInvalid: spec.items[0].x: Invalid value: \"1\": spec.items[0].x must be of type integer, not string",
+                "FieldValueRequired: spec.items[1]: Required value: list items must not be null",
+                "FieldValueTooLong: spec.labels[long]: Too long: may not be longer than 2",
+                "FieldValueNotSupported: spec.mode: Unsupported value: \"c\": supported values: \"a\", \"b\"",
+                "FieldValueTooLong: spec.name: Too long: may not be longer than 5",
+                "FieldValueTypeInvalid: spec.port: Invalid value: 1.5: must be an integer or a string",
+                "FieldValueInvalid: spec.when: Invalid value: \"yesterday\": spec.when must be an RFC 3339 date-time, e.g. 2026-11-23T10:00:00Z",
+            ]
+        );
+        assert_eq!(unknown, ["spec.extra", "spec.items[0].y"]);
+        // Unknown fields are pruned, except under preserve-unknown-fields and additionalProperties;
+        // a null is kept where the schema is nullable and pruned elsewhere.
+        assert_eq!(v["free"]["other"], json!({"a": 1}));
+        assert_eq!(v["loose"], json!({"anything": [1]}));
+        assert_eq!(v["ratio"], Value::Null);
+        assert!(v.get("extra").is_none() && v["items"][0].get("y").is_none());
+        assert!(v["labels"].get("nul").is_none());
+
+        let (v, errors, unknown) = walk(schema.clone(), json!({"count": 0, "port": "http"}));
+        assert_eq!(
+            errors,
+            [
+                "FieldValueInvalid: spec.count: Invalid value: 0: must be greater than or equal to 1",
+                "FieldValueRequired: spec.name: Required value",
+            ]
+        );
+        assert!(unknown.is_empty());
+        assert_eq!(v["mode"], "a", "an absent field with a default gets it");
+        let (_, errors, _) =
+            walk(schema, json!({"name": "n", "count": 5_000_000_000u64, "when": "2026-11-23T10:00:00Z"}));
+        assert_eq!(
+            errors,
+            [
+                "FieldValueInvalid: spec.count: Invalid value: 5000000000: must be less than or equal to 10",
+                "FieldValueInvalid: spec.count: Invalid value: 5000000000: must fit in a 32-bit integer"
+            ]
+        );
+        let (_, errors, _) = walk(json!({"type": "array"}), json!({}));
+        assert_eq!(errors, ["FieldValueTypeInvalid: spec: Invalid value: {}: spec must be of type array, not object"]);
     }
 
     #[test]

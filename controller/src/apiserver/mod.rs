@@ -18,6 +18,7 @@ pub mod patch;
 pub mod protobuf;
 pub mod query;
 pub mod registry;
+pub mod structural;
 pub mod table;
 pub mod views;
 pub mod watch;

@@ -3,12 +3,13 @@
 //! `events.k8s.io/v1` Events. Discovery, OpenAPI, admission and table output all read this one
 //! description, so they cannot disagree.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use berth_crds::validation::{FieldError, validate_host, validate_lease, validate_stack};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde_json::Value;
 
+use super::structural::Schema;
 use crate::store::ResourceRef;
 
 /// Which built-in behaviour a resource gets beyond generic object semantics.
@@ -93,6 +94,8 @@ pub struct ResourceInfo {
     pub columns: Vec<Column>,
     /// The structural OpenAPI v3 schema of the whole object.
     pub schema: Value,
+    /// [`Self::schema`] compiled for admission, on first use.
+    validator: OnceLock<Schema>,
     /// Built-in behaviour.
     pub class: ResourceClass,
     /// Semantic validation.
@@ -100,6 +103,11 @@ pub struct ResourceInfo {
 }
 
 impl ResourceInfo {
+    /// The schema walk of admission for this resource.
+    pub fn validator(&self) -> &Schema {
+        self.validator.get_or_init(|| Schema::compile(&self.schema))
+    }
+
     /// `group/version` (or `v1` for core).
     pub fn api_version(&self) -> String {
         if self.group.is_empty() { self.version.clone() } else { format!("{}/{}", self.group, self.version) }
@@ -198,6 +206,7 @@ fn from_crd(crd: &CustomResourceDefinition) -> ResourceInfo {
         has_status: version.subresources.as_ref().is_some_and(|s| s.status.is_some()),
         columns,
         schema,
+        validator: OnceLock::new(),
         class: ResourceClass::Custom,
         semantic,
     }
@@ -371,6 +380,7 @@ impl Registry {
                 age_column(),
             ],
             schema: structural_schema::<k8s_openapi::api::core::v1::Secret>(),
+            validator: OnceLock::new(),
             class: ResourceClass::Secret,
             semantic: Some(secret_semantic),
         }));
@@ -386,6 +396,7 @@ impl Registry {
             has_status: false,
             columns: vec![computed("Data", "integer", 0, "Number of keys", configmap_data), age_column()],
             schema: structural_schema::<k8s_openapi::api::core::v1::ConfigMap>(),
+            validator: OnceLock::new(),
             class: ResourceClass::ConfigMap,
             semantic: Some(configmap_semantic),
         }));
@@ -401,6 +412,7 @@ impl Registry {
             has_status: false,
             columns: vec![computed("Status", "string", 0, "The phase of the namespace", namespace_phase), age_column()],
             schema: structural_schema::<k8s_openapi::api::core::v1::Namespace>(),
+            validator: OnceLock::new(),
             class: ResourceClass::Namespace,
             semantic: Some(namespace_semantic),
         }));
@@ -422,6 +434,7 @@ impl Registry {
                 computed("Message", "string", 0, "What happened", event_note),
             ],
             schema: structural_schema::<k8s_openapi::api::events::v1::Event>(),
+            validator: OnceLock::new(),
             class: ResourceClass::Event,
             semantic: Some(event_semantic),
         }));
