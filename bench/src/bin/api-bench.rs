@@ -26,7 +26,7 @@ const RUN: Duration = Duration::from_secs(5);
 /// Concurrent clients of the throughput measurements.
 const CLIENTS: [usize; 3] = [1, 16, 64];
 /// Rounds of each throughput measurement (the three systems in turn); the figures are medians.
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 /// Objects of the list and RSS measurements.
 const LIST_OBJECTS: usize = 10_000;
 /// Lists timed.
@@ -566,7 +566,10 @@ async fn main() -> anyhow::Result<()> {
     let below: Vec<String> = rows
         .iter()
         .filter(|r| r.rounds_below_grpc > 0)
-        .map(|r| format!("{} of {ROUNDS} at {} clients", r.rounds_below_grpc, r.clients))
+        .map(|r| {
+            let clients = if r.clients == 1 { "1 client".to_string() } else { format!("{} clients", r.clients) };
+            format!("{} of {ROUNDS} at {clients}", r.rounds_below_grpc)
+        })
         .collect();
     let single_rounds = if below.is_empty() {
         "every single round was above etcd gRPC too".to_string()
