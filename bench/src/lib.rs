@@ -342,16 +342,25 @@ pub fn secs(d: Duration) -> String {
 
 /// CPU time (user + system) process `pid` has used.
 pub fn process_cpu(pid: u32) -> anyhow::Result<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command (which may hold spaces) start after the last ')'.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).context("unexpected /proc/PID/stat")?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
-    let hz: u64 = Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100);
-    Ok(Duration::from_secs_f64(ticks as f64 / hz as f64))
+    let (user, system) = cpu_seconds(&pid.to_string())?;
+    Ok(Duration::from_secs_f64(user + system))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_time_of_this_process_grows_while_it_computes() {
+        let before = process_cpu(std::process::id()).unwrap();
+        let start = Instant::now();
+        let mut x = 0u64;
+        while start.elapsed() < Duration::from_millis(300) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        let (user, system) = cpu_seconds("self").unwrap();
+        let after = process_cpu(std::process::id()).unwrap();
+        assert!(after >= before + Duration::from_millis(200), "{before:?} → {after:?}");
+        assert!(user + system >= after.as_secs_f64() - 0.02, "self and pid read the same counters");
+    }
 }

@@ -10,16 +10,8 @@ use serde_json::Value;
 
 use super::errors::{ApiError, Cause};
 use super::registry::ResourceInfo;
+use super::structural::SchemaOutcome;
 use crate::store::Store;
-
-/// What a schema walk found.
-#[derive(Debug, Default)]
-pub struct SchemaOutcome {
-    /// Values that violate the schema.
-    pub errors: Vec<Cause>,
-    /// Paths of fields the schema does not know (already removed from the value).
-    pub unknown_fields: Vec<String>,
-}
 
 pub(super) fn cause(reason: &str, field: &str, message: impl Into<String>) -> Cause {
     Cause { reason: reason.to_string(), field: field.to_string(), message: message.into() }
@@ -252,7 +244,6 @@ mod tests {
     use super::*;
     use crate::apiserver::query::FieldValidation;
     use crate::apiserver::registry::Registry;
-    use crate::apiserver::structural::{Path, Schema};
 
     fn stack() -> Value {
         json!({
@@ -351,87 +342,6 @@ mod tests {
         let err = validate_object_value(&info, &mut secret, FieldValidation::Strict).unwrap_err();
         assert!(!err.status().to_string().contains("hunter2"), "{}", err.status());
         assert!(err.to_string().contains("data[password]"), "{err}");
-    }
-
-    /// Runs the schema walk of `schema` over `value` at path `spec`; returns the pruned and
-    /// defaulted value, the errors as `field: message` and the unknown fields.
-    fn walk(schema: Value, mut value: Value) -> (Value, Vec<String>, Vec<String>) {
-        let mut out = SchemaOutcome::default();
-        Schema::compile(&schema).validate(&mut value, &Path::Root("spec"), &mut out);
-        let errors = out.errors.iter().map(|c| format!("{}: {}: {}", c.reason, c.field, c.message)).collect();
-        (value, errors, out.unknown_fields)
-    }
-
-    #[test]
-    fn the_schema_walk_checks_every_rule_and_names_each_field() {
-        let schema = json!({"type": "object", "required": ["name", "mode"], "properties": {
-            "name": {"type": "string", "maxLength": 5},
-            "mode": {"type": "string", "enum": ["a", "b"], "default": "a"},
-            "when": {"type": "string", "format": "date-time"},
-            "blob": {"type": "string", "format": "byte"},
-            "count": {"type": "integer", "format": "int32", "minimum": 1, "maximum": 10},
-            "ratio": {"type": "number", "nullable": true},
-            "port": {"x-kubernetes-int-or-string": true},
-            "flag": {"type": "boolean"},
-            "items": {"type": "array", "items": {"type": "object", "properties": {"x": {"type": "integer"}}}},
-            "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": true,
-                     "properties": {"known": {"type": "string"}}},
-            "labels": {"type": "object", "additionalProperties": {"type": "string", "maxLength": 2}},
-            "loose": {"type": "object", "additionalProperties": true},
-        }});
-        let (v, errors, unknown) = walk(
-            schema.clone(),
-            json!({"name": "abcdef", "mode": "c", "when": "yesterday", "blob": "%%", "count": 11, "ratio": null,
-                   "port": 1.5, "flag": "yes", "items": [{"x": "1", "y": 2}, null], "extra": {"deep": 1},
-                   "free": {"known": 1, "other": {"a": 1}}, "labels": {"ok": "v", "long": "vvv", "nul": null},
-                   "loose": {"anything": [1]}}),
-        );
-        assert_eq!(
-            errors,
-            [
-                "FieldValueInvalid: spec.blob: Invalid value: spec.blob must be base64-encoded",
-                "FieldValueInvalid: spec.count: Invalid value: 11: must be less than or equal to 10",
-                "FieldValueTypeInvalid: spec.flag: Invalid value: \"yes\": spec.flag must be of type boolean, not string",
-                "FieldValueTypeInvalid: spec.free.known: Invalid value: 1: spec.free.known must be of type string, not integer",
-                "FieldValueTypeInvalid: spec.items[0].x: Invalid value: \"1\": spec.items[0].x must be of type integer, not string",
-                "FieldValueRequired: spec.items[1]: Required value: list items must not be null",
-                "FieldValueTooLong: spec.labels[long]: Too long: may not be longer than 2",
-                "FieldValueNotSupported: spec.mode: Unsupported value: \"c\": supported values: \"a\", \"b\"",
-                "FieldValueTooLong: spec.name: Too long: may not be longer than 5",
-                "FieldValueTypeInvalid: spec.port: Invalid value: 1.5: must be an integer or a string",
-                "FieldValueInvalid: spec.when: Invalid value: \"yesterday\": spec.when must be an RFC 3339 date-time, e.g. 2026-11-23T10:00:00Z",
-            ]
-        );
-        assert_eq!(unknown, ["spec.extra", "spec.items[0].y"]);
-        // Unknown fields are pruned, except under preserve-unknown-fields and additionalProperties;
-        // a null is kept where the schema is nullable and pruned elsewhere.
-        assert_eq!(v["free"]["other"], json!({"a": 1}));
-        assert_eq!(v["loose"], json!({"anything": [1]}));
-        assert_eq!(v["ratio"], Value::Null);
-        assert!(v.get("extra").is_none() && v["items"][0].get("y").is_none());
-        assert!(v["labels"].get("nul").is_none());
-
-        let (v, errors, unknown) = walk(schema.clone(), json!({"count": 0, "port": "http"}));
-        assert_eq!(
-            errors,
-            [
-                "FieldValueInvalid: spec.count: Invalid value: 0: must be greater than or equal to 1",
-                "FieldValueRequired: spec.name: Required value",
-            ]
-        );
-        assert!(unknown.is_empty());
-        assert_eq!(v["mode"], "a", "an absent field with a default gets it");
-        let (_, errors, _) =
-            walk(schema, json!({"name": "n", "count": 5_000_000_000u64, "when": "2026-11-23T10:00:00Z"}));
-        assert_eq!(
-            errors,
-            [
-                "FieldValueInvalid: spec.count: Invalid value: 5000000000: must be less than or equal to 10",
-                "FieldValueInvalid: spec.count: Invalid value: 5000000000: must fit in a 32-bit integer"
-            ]
-        );
-        let (_, errors, _) = walk(json!({"type": "array"}), json!({}));
-        assert_eq!(errors, ["FieldValueTypeInvalid: spec: Invalid value: {}: spec must be of type array, not object"]);
     }
 
     #[test]
